@@ -17,10 +17,13 @@ bool ctx__fault_triggered(void);
 #endif
 
 #ifdef CTX_DEBUG
+struct ctx;
 /* Contexts (not counting the static roots) and after-func registrations
  * allocated and not yet freed, process-wide. */
 long ctx__live_contexts(void);
 long ctx__live_afters(void);
+/* Sets a context's reference count, to provoke the overflow check. */
+void ctx__debug_set_refs(struct ctx *c, unsigned refs);
 #endif
 
 #endif

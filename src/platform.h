@@ -1,0 +1,45 @@
+/* Platform layer: the clock, futex-style waits, a 4-byte lock, and the
+ * done-fd primitive. Linux uses futex and eventfd; with CTX_USE_FUTEX=OFF a
+ * portable fallback uses striped condition variables and a pipe. */
+#ifndef CTX_PLATFORM_H
+#define CTX_PLATFORM_H
+
+#include "ctx.h"
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+/* Sleeps while *addr == expected, until woken or `deadline` (CTX_TIME_MAX:
+ * none). Returns 0 when woken (possibly spuriously), EAGAIN when *addr was
+ * not `expected`, ETIMEDOUT at the deadline, EINTR on a signal. */
+int ctx__futex_wait(_Atomic uint32_t *addr, uint32_t expected,
+                    ctx_time_t deadline);
+/* Wakes every thread sleeping on addr. */
+void ctx__futex_wake_all(_Atomic uint32_t *addr);
+void ctx__futex_wake_one(_Atomic uint32_t *addr);
+
+/* A 4-byte mutex (0 free, 1 locked, 2 locked with waiters). */
+typedef _Atomic uint32_t ctx__lock_t;
+void ctx__lock_slow(ctx__lock_t *l);
+
+static inline void ctx__lock(ctx__lock_t *l)
+{
+    uint32_t free_ = 0;
+    if (!atomic_compare_exchange_strong_explicit(
+            l, &free_, 1, memory_order_acquire, memory_order_relaxed))
+        ctx__lock_slow(l);
+}
+
+static inline void ctx__unlock(ctx__lock_t *l)
+{
+    if (atomic_exchange_explicit(l, 0, memory_order_release) == 2)
+        ctx__futex_wake_one(l);
+}
+
+/* A done fd: returns the fd to poll (and sets *wfd to the end to signal, the
+ * same fd for an eventfd), or -1 with errno. */
+int ctx__fd_make(int *wfd);
+void ctx__fd_signal(int wfd);
+void ctx__fd_close(int fd, int wfd);
+
+#endif

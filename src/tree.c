@@ -1,0 +1,447 @@
+/* The context tree: roots, cancellable nodes, without_cancel, reference
+ * counting and the two-phase cancel.
+ *
+ * Locking. Each cancellable node has a 4-byte lock guarding its list of
+ * registered children (the cancellable descendants whose nearest cancellable
+ * ancestor it is), its after-func list and its done fd. Lock order is parent
+ * before child. Cancel walks the subtree depth-first, holding the locks of the
+ * path from the cancelled node down to the current one: a child is unlinked
+ * from its parent's list under the parent's lock, so a child being freed
+ * concurrently (it must take the parent's lock to unlink itself) stays valid
+ * until the walk is done with it, and a thread that finds a child already
+ * done knows that child's subtree is done too, because it could only take
+ * the child's lock once the walk below it had finished. The walk is iterative
+ * (it climbs back up through parent pointers), so depth costs no stack. */
+#include "alloc.h"
+#include "ctx_int.h"
+#include "ctx_testing.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static struct ctx background_node = {
+    .refs = 1, .kind = CTX_KIND_ROOT, .flags = CTX_F_STATIC,
+    .magic = CTX_MAGIC};
+static struct ctx todo_node = {
+    .refs = 1, .kind = CTX_KIND_ROOT, .flags = CTX_F_STATIC | CTX_F_TODO,
+    .magic = CTX_MAGIC};
+
+CTX_API ctx_t *ctx_background(void)
+{
+    return &background_node;
+}
+
+CTX_API ctx_t *ctx_todo(void)
+{
+    return &todo_node;
+}
+
+void ctx__misuse(const char *what, const void *p)
+{
+    fprintf(stderr, "libctx: %s (%p)\n", what, p);
+    abort();
+}
+
+#ifdef CTX_DEBUG
+_Atomic long ctx__n_contexts, ctx__n_afters;
+
+void ctx__live_add(_Atomic long *counter, long d)
+{
+    atomic_fetch_add_explicit(counter, d, memory_order_relaxed);
+}
+
+long ctx__live_contexts(void)
+{
+    return atomic_load(&ctx__n_contexts);
+}
+
+long ctx__live_afters(void)
+{
+    return atomic_load(&ctx__n_afters);
+}
+
+void ctx__debug_set_refs(struct ctx *c, unsigned refs)
+{
+    atomic_store(&c->refs, refs);
+}
+#endif
+
+/* Allocates a node of `kind` under parent (retained). The caller sets src. */
+ctx_t *ctx__node_alloc(ctx_t *parent, uint8_t kind, size_t size)
+{
+    ctx_t *c = ctx__malloc(size);
+    if (c == NULL) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    atomic_init(&c->refs, 1);
+    c->kind = kind;
+    c->flags = 0;
+    c->magic = CTX_MAGIC;
+    c->parent = ctx_retain(parent);
+    c->src = parent->src;
+#ifdef CTX_DEBUG
+    ctx__live_add(&ctx__n_contexts, 1);
+#endif
+    return c;
+}
+
+static size_t node_size(const ctx_t *c)
+{
+    switch (c->kind) {
+    case CTX_KIND_CANCEL:
+        return CTX_CANCEL_SIZE;
+    case CTX_KIND_VALUE:
+        return CTX_VALUE_SIZE;
+    default:
+        return CTX_HEADER_SIZE;
+    }
+}
+
+static inline ctx_t *registered_parent(const ctx_t *c)
+{
+    return c->parent != NULL ? c->parent->src : NULL;
+}
+
+/* Under the registered parent's lock. */
+static void unlink_child(ctx_t *c)
+{
+    struct ctx_cancel_part *k = &c->u.c;
+    if (k->next != NULL)
+        k->next->u.c.pprev = k->pprev;
+    *k->pprev = k->next;
+    k->next = NULL;
+    k->pprev = NULL;
+}
+
+static void link_child(ctx_t *p, ctx_t *c)
+{
+    struct ctx_cancel_part *k = &c->u.c;
+    k->next = p->u.c.children;
+    if (k->next != NULL)
+        k->next->u.c.pprev = &k->next;
+    k->pprev = &p->u.c.children;
+    p->u.c.children = c;
+}
+
+static void detach_from_parent(ctx_t *c)
+{
+    ctx_t *p = registered_parent(c);
+    if (p == NULL)
+        return;
+    ctx__lock(&p->u.c.lock);
+    if (c->u.c.pprev != NULL)
+        unlink_child(c);
+    ctx__unlock(&p->u.c.lock);
+}
+
+/* Frees one node whose last reference is gone; not its parent. */
+void ctx__node_free_one(ctx_t *c)
+{
+    if (c->kind == CTX_KIND_CANCEL) {
+        /* Never cancelled, or cancelled through a parent that still lists it:
+         * either way it must leave the parent's list before it goes. */
+        detach_from_parent(c);
+        if (c->flags & CTX_F_OWN_DEADLINE)
+            ctx__timer_remove(c);
+        ctx__done_close(c);
+    } else if (c->kind == CTX_KIND_VALUE && c->u.v.destroy != NULL) {
+        c->u.v.destroy(c->u.v.value);
+    }
+#ifdef CTX_DEBUG
+    ctx__live_add(&ctx__n_contexts, -1);
+    memset(c, 0xdb, node_size(c));
+    c->kind = CTX_KIND_DEAD;
+#else
+    (void)node_size;
+#endif
+    ctx__free(c);
+}
+
+CTX_API ctx_t *ctx_retain(ctx_t *c)
+{
+    if (c == NULL || (c->flags & CTX_F_STATIC))
+        return c;
+    CTX_CHECK(c);
+    uint32_t old = atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+#ifdef CTX_DEBUG
+    if (old == 0)
+        ctx__misuse("ctx_retain after the last ctx_release", c);
+    if (old >= INT32_MAX)
+        ctx__misuse("context reference count overflow", c);
+#else
+    (void)old;
+#endif
+    return c;
+}
+
+/* Takes a reference unless the count already reached zero (the node is
+ * being freed). For the timer thread, which holds no reference. */
+bool ctx__try_retain(ctx_t *c)
+{
+    uint32_t r = atomic_load_explicit(&c->refs, memory_order_relaxed);
+    while (r != 0) {
+        if (atomic_compare_exchange_weak_explicit(&c->refs, &r, r + 1,
+                                                  memory_order_acquire,
+                                                  memory_order_relaxed))
+            return true;
+    }
+    return false;
+}
+
+CTX_API void ctx_release(ctx_t *c)
+{
+    /* A loop, not recursion: freeing a chain of last references costs no
+     * stack. */
+    while (c != NULL && !(c->flags & CTX_F_STATIC)) {
+        CTX_CHECK(c);
+        uint32_t old =
+            atomic_fetch_sub_explicit(&c->refs, 1, memory_order_release);
+        if (old != 1) {
+#ifdef CTX_DEBUG
+            if (old == 0)
+                ctx__misuse("ctx_release after the last reference", c);
+#endif
+            return;
+        }
+        atomic_thread_fence(memory_order_acquire);
+        ctx_t *parent = c->parent;
+        ctx__node_free_one(c);
+        c = parent;
+    }
+}
+
+/* Phase 1 for one node, under its lock. */
+static void mark_done(ctx_t *n, int err, int cause, struct ctx__run *run)
+{
+    struct ctx_cancel_part *k = &n->u.c;
+    atomic_store_explicit(&k->cause, cause, memory_order_relaxed);
+    /* seq_cst: pairs with the waiter's increment-then-check and with the
+     * creator's timer-insert-then-check. */
+    atomic_store_explicit(&k->err, (uint32_t)err, memory_order_seq_cst);
+    if (atomic_load_explicit(&k->waiters, memory_order_seq_cst) != 0)
+        ctx__futex_wake_all(&k->err);
+    if (atomic_load_explicit(&k->done_fd, memory_order_relaxed) >= 0)
+        ctx__done_signal(n);
+    if (n->flags & CTX_F_OWN_DEADLINE)
+        ctx__timer_remove(n);
+    if (k->afters != NULL)
+        ctx__after_collect(n, run);
+}
+
+bool ctx__cancel(ctx_t *root, int err, int cause)
+{
+    struct ctx__run run = {NULL, &run.head};
+
+    ctx__lock(&root->u.c.lock);
+    if (ctx__load_err(root) != 0) {
+        ctx__unlock(&root->u.c.lock);
+        return false;
+    }
+    mark_done(root, err, cause, &run);
+    ctx_t *cur = root;
+    for (;;) {
+        ctx_t *ch = cur->u.c.children;
+        if (ch != NULL) {
+            unlink_child(ch);
+            ctx__lock(&ch->u.c.lock);
+            if (ctx__load_err(ch) == 0) {
+                mark_done(ch, err, cause, &run);
+                cur = ch; /* descend, keeping ch locked */
+            } else {
+                /* Done already: whoever did it finished its subtree before
+                 * releasing the lock we just took. */
+                ctx__unlock(&ch->u.c.lock);
+            }
+            continue;
+        }
+        if (cur == root)
+            break;
+        ctx_t *up = registered_parent(cur);
+        ctx__unlock(&cur->u.c.lock);
+        cur = up;
+    }
+    ctx__unlock(&root->u.c.lock);
+    detach_from_parent(root);
+
+    /* Phase 2: no lock held. */
+    ctx__after_run(run.head);
+    return true;
+}
+
+CTX_API int ctx_cancel_cause(ctx_t *c, int cause)
+{
+    if (c == NULL)
+        return EINVAL;
+    CTX_CHECK(c);
+    if (c->kind != CTX_KIND_CANCEL)
+        return EINVAL;
+    if (ctx__load_err(c) == 0)
+        ctx__cancel(c, CTX_CANCELED, cause != 0 ? cause : CTX_CANCELED);
+    return 0;
+}
+
+CTX_API int ctx_cancel(ctx_t *c)
+{
+    return ctx_cancel_cause(c, CTX_CANCELED);
+}
+
+/* Every cancellable derivation. `own`: the caller asked for `deadline`. */
+static ctx_t *cancel_new(ctx_t *parent, bool own, ctx_time_t deadline,
+                         int cause)
+{
+    if (parent == NULL) {
+        errno = EINVAL;
+        return NULL;
+    }
+    CTX_CHECK(parent);
+    ctx_t *c = ctx__node_alloc(parent, CTX_KIND_CANCEL, CTX_CANCEL_SIZE);
+    if (c == NULL)
+        return NULL;
+    ctx_t *p = c->src; /* the registered parent, or NULL */
+    c->src = c;
+    struct ctx_cancel_part *k = &c->u.c;
+    atomic_init(&k->err, 0);
+    atomic_init(&k->cause, 0);
+    atomic_init(&k->lock, 0);
+    atomic_init(&k->waiters, 0);
+    k->children = NULL;
+    k->next = NULL;
+    k->pprev = NULL;
+    k->deadline = CTX_TIME_MAX;
+    atomic_init(&k->heap_idx, CTX_NO_HEAP);
+    atomic_init(&k->done_fd, -1);
+    k->afters = NULL;
+#ifndef CTX_HAVE_FUTEX
+    k->done_wfd = -1;
+#endif
+    if (p != NULL && (p->flags & CTX_F_HAS_DEADLINE)) {
+        k->deadline = p->u.c.deadline;
+        c->flags |= CTX_F_HAS_DEADLINE;
+    }
+    /* A parent deadline earlier than the one asked for makes this a plain
+     * cancel context (Go does the same). */
+    if (own && (!(c->flags & CTX_F_HAS_DEADLINE) || deadline <= k->deadline)) {
+        k->deadline = deadline;
+        c->flags |= CTX_F_HAS_DEADLINE | CTX_F_OWN_DEADLINE;
+        /* The cause the timer will use; invisible until err is set. */
+        atomic_init(&k->cause, cause != 0 ? cause : CTX_DEADLINE_EXCEEDED);
+    } else {
+        own = false;
+    }
+    bool past = own && deadline <= ctx_now();
+
+    int perr = 0, pcause = 0;
+    if (p != NULL) {
+        ctx__lock(&p->u.c.lock);
+        perr = ctx__load_err(p);
+        if (perr == 0 && !past)
+            link_child(p, c);
+        else if (perr != 0)
+            pcause = atomic_load_explicit(&p->u.c.cause, memory_order_relaxed);
+        ctx__unlock(&p->u.c.lock);
+    }
+    if (perr != 0) {
+        ctx__cancel(c, perr, pcause);
+    } else if (past) {
+        ctx__cancel(c, CTX_DEADLINE_EXCEEDED,
+                    atomic_load_explicit(&k->cause, memory_order_relaxed));
+    } else if (own && deadline != CTX_TIME_MAX) {
+        int e = ctx__timer_insert(c);
+        if (e != 0) {
+            ctx_release(c); /* unlinks it */
+            errno = e;
+            return NULL;
+        }
+        /* A parent cancel that ran before the insert could not remove it. */
+        if (atomic_load_explicit(&k->err, memory_order_seq_cst) != 0)
+            ctx__timer_remove(c);
+    }
+    return c;
+}
+
+CTX_API ctx_t *ctx_with_cancel(ctx_t *parent)
+{
+    return cancel_new(parent, false, 0, 0);
+}
+
+CTX_API ctx_t *ctx_with_deadline_cause(ctx_t *parent, ctx_time_t deadline,
+                                       int cause)
+{
+    return cancel_new(parent, true, deadline, cause);
+}
+
+CTX_API ctx_t *ctx_with_deadline(ctx_t *parent, ctx_time_t deadline)
+{
+    return cancel_new(parent, true, deadline, 0);
+}
+
+static ctx_time_t deadline_after(ctx_duration_t timeout)
+{
+    ctx_time_t now = ctx_now();
+    if (timeout <= 0)
+        return now;
+    if (timeout > CTX_TIME_MAX - now)
+        return CTX_TIME_MAX;
+    return now + timeout;
+}
+
+CTX_API ctx_t *ctx_with_timeout_cause(ctx_t *parent, ctx_duration_t timeout,
+                                      int cause)
+{
+    return cancel_new(parent, true, deadline_after(timeout), cause);
+}
+
+CTX_API ctx_t *ctx_with_timeout(ctx_t *parent, ctx_duration_t timeout)
+{
+    return cancel_new(parent, true, deadline_after(timeout), 0);
+}
+
+CTX_API ctx_t *ctx_without_cancel(ctx_t *parent)
+{
+    if (parent == NULL) {
+        errno = EINVAL;
+        return NULL;
+    }
+    CTX_CHECK(parent);
+    ctx_t *c = ctx__node_alloc(parent, CTX_KIND_WITHOUT, CTX_HEADER_SIZE);
+    if (c != NULL)
+        c->src = NULL;
+    return c;
+}
+
+CTX_API bool ctx_is_done(ctx_t *c)
+{
+    if (c == NULL)
+        return false;
+    ctx_t *s = c->src;
+    return s != NULL && ctx__load_err(s) != 0;
+}
+
+CTX_API int ctx_err(ctx_t *c)
+{
+    if (c == NULL)
+        return 0;
+    ctx_t *s = c->src;
+    return s != NULL ? ctx__load_err(s) : 0;
+}
+
+CTX_API int ctx_cause(ctx_t *c)
+{
+    if (c == NULL || c->src == NULL)
+        return 0;
+    ctx_t *s = c->src;
+    if (ctx__load_err(s) == 0)
+        return 0;
+    return atomic_load_explicit(&s->u.c.cause, memory_order_relaxed);
+}
+
+CTX_API bool ctx_deadline(ctx_t *c, ctx_time_t *deadline)
+{
+    if (c == NULL || c->src == NULL || !(c->src->flags & CTX_F_HAS_DEADLINE))
+        return false;
+    if (deadline != NULL)
+        *deadline = c->src->u.c.deadline;
+    return true;
+}

@@ -1,0 +1,92 @@
+/* A main() for the fuzz harness without libFuzzer: runs every file named on
+ * the command line, or in a directory named there, or in $CTX_FUZZ_CORPUS,
+ * through LLVMFuzzerTestOneInput once. Used by the rel_fuzz_replay test (the
+ * committed corpus, in every build configuration) and to replay a crash. */
+#include <dirent.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static long runs;
+
+static int run_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        perror(path);
+        return 1;
+    }
+    uint8_t *buf = NULL;
+    size_t len = 0, cap = 0;
+    for (;;) {
+        if (len == cap) {
+            cap = cap ? cap * 2 : 4096;
+            uint8_t *nb = realloc(buf, cap);
+            if (nb == NULL) {
+                fclose(f);
+                free(buf);
+                return 1;
+            }
+            buf = nb;
+        }
+        size_t n = fread(buf + len, 1, cap - len, f);
+        if (n == 0)
+            break;
+        len += n;
+    }
+    fclose(f);
+    LLVMFuzzerTestOneInput(buf, len);
+    free(buf);
+    runs++;
+    return 0;
+}
+
+static int run_path(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        perror(path);
+        return 1;
+    }
+    if (!S_ISDIR(st.st_mode))
+        return run_file(path);
+    struct dirent **ents;
+    int n = scandir(path, &ents, NULL, alphasort);
+    if (n < 0) {
+        perror(path);
+        return 1;
+    }
+    int bad = 0;
+    for (int i = 0; i < n; i++) {
+        if (ents[i]->d_name[0] != '.') {
+            char p[4096];
+            snprintf(p, sizeof p, "%s/%s", path, ents[i]->d_name);
+            bad |= run_file(p);
+        }
+        free(ents[i]);
+    }
+    free(ents);
+    return bad;
+}
+
+int main(int argc, char **argv)
+{
+    int bad = 0;
+    if (argc > 1) {
+        for (int i = 1; i < argc; i++)
+            bad |= run_path(argv[i]);
+    } else {
+        const char *dir = getenv("CTX_FUZZ_CORPUS");
+        if (dir == NULL) {
+            fprintf(stderr, "usage: %s file-or-dir...\n", argv[0]);
+            return 2;
+        }
+        bad |= run_path(dir);
+    }
+    printf("fuzz replay: %ld inputs, every result matched the model\n", runs);
+    return bad || runs == 0;
+}

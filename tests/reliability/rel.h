@@ -1,0 +1,77 @@
+/* Shared helpers of the reliability tests: plain C checks (no framework, so
+ * that forked children and libFuzzer can use them), sanitizer detection and
+ * small utilities. */
+#ifndef CTX_REL_H
+#define CTX_REL_H
+
+#include "ctx.h"
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define REL_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define REL_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_THREAD__)
+#define REL_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define REL_TSAN 1
+#endif
+#endif
+#ifndef REL_ASAN
+#define REL_ASAN 0
+#endif
+#ifndef REL_TSAN
+#define REL_TSAN 0
+#endif
+
+/* A failed check prints where and what, then aborts (so a core dump or the
+ * sanitizer's stack trace shows the state). */
+#define REL_CHECK(cond, ...)                                                   \
+    do {                                                                       \
+        if (!(cond)) {                                                         \
+            fprintf(stderr, "%s:%d: check failed: %s: ", __FILE__, __LINE__,  \
+                    #cond);                                                    \
+            fprintf(stderr, __VA_ARGS__);                                      \
+            fputc('\n', stderr);                                               \
+            fflush(stderr);                                                    \
+            abort();                                                           \
+        }                                                                      \
+    } while (0)
+
+#define REL_EQ(a, b)                                                           \
+    REL_CHECK((long long)(a) == (long long)(b), "%s = %lld, %s = %lld", #a,    \
+              (long long)(a), #b, (long long)(b))
+
+/* The number of open file descriptors of this process. */
+static inline int rel_count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (d == NULL)
+        return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n - 1; /* the directory's own fd */
+}
+
+/* An integer from the environment, or `def`. */
+static inline long rel_env_long(const char *name, long def)
+{
+    const char *s = getenv(name);
+    if (s == NULL || *s == '\0')
+        return def;
+    return strtol(s, NULL, 10);
+}
+
+#endif

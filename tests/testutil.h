@@ -91,3 +91,129 @@ static inline pthread_t tu_spawn(void *(*fn)(void *), void *arg)
 }
 
 #endif
+
+/* ---- Appended: thread-state and event helpers (test_after/wait/race/fork).
+ * Own include guard so that other appended blocks stay independent. */
+#ifndef TU_SYNC_HELPERS
+#define TU_SYNC_HELPERS
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* The kernel thread id of the calling thread. */
+static inline long tu_gettid(void)
+{
+    return (long)syscall(SYS_gettid);
+}
+
+/* The scheduler state letter of one of our threads ('R', 'S', ...), or 0. */
+static inline char tu_thread_state(long tid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/self/task/%ld/stat", tid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+    return (p != NULL && p[1] == ' ') ? p[2] : 0;
+}
+
+/* Waits (polling, up to `timeout`) until thread `tid` sleeps in the kernel,
+ * i.e. has reached a blocking call. Returns false on timeout. */
+static inline bool tu_wait_blocked(long tid, ctx_duration_t timeout)
+{
+    ctx_time_t end = ctx_now() + timeout;
+    for (;;) {
+        if (tu_thread_state(tid) == 'S')
+            return true;
+        if (ctx_now() > end)
+            return false;
+        tu_sleep(200 * CTX_MICROSECOND);
+    }
+}
+
+/* A counter with a timed wait for it to reach a value (mutex + condvar on
+ * CLOCK_MONOTONIC), for "wait for this to happen" without sleeps. */
+typedef struct tu_event {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    long count;
+} tu_event_t;
+
+static inline void tu_event_init(tu_event_t *e)
+{
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_mutex_init(&e->mu, NULL);
+    pthread_cond_init(&e->cv, &a);
+    pthread_condattr_destroy(&a);
+    e->count = 0;
+}
+
+static inline void tu_event_destroy(tu_event_t *e)
+{
+    pthread_cond_destroy(&e->cv);
+    pthread_mutex_destroy(&e->mu);
+}
+
+static inline void tu_event_add(tu_event_t *e, long d)
+{
+    pthread_mutex_lock(&e->mu);
+    e->count += d;
+    pthread_cond_broadcast(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+}
+
+static inline void tu_event_set(tu_event_t *e)
+{
+    tu_event_add(e, 1);
+}
+
+static inline long tu_event_get(tu_event_t *e)
+{
+    pthread_mutex_lock(&e->mu);
+    long v = e->count;
+    pthread_mutex_unlock(&e->mu);
+    return v;
+}
+
+/* Waits until count >= n or `timeout` passes; returns whether it got there. */
+static inline bool tu_event_wait_n(tu_event_t *e, long n, ctx_duration_t timeout)
+{
+    ctx_time_t end = ctx_now() + timeout;
+    struct timespec ts = {(time_t)(end / CTX_SECOND), (long)(end % CTX_SECOND)};
+    pthread_mutex_lock(&e->mu);
+    while (e->count < n) {
+        if (pthread_cond_timedwait(&e->cv, &e->mu, &ts) != 0 && e->count < n &&
+            ctx_now() >= end)
+            break;
+    }
+    bool ok = e->count >= n;
+    pthread_mutex_unlock(&e->mu);
+    return ok;
+}
+
+static inline bool tu_event_wait(tu_event_t *e, ctx_duration_t timeout)
+{
+    return tu_event_wait_n(e, 1, timeout);
+}
+
+/* Joins a thread, failing the test if it does not end within `timeout`
+ * (a hang is reported instead of blocking the suite). */
+static inline void tu_join_within(pthread_t t, ctx_duration_t timeout)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t ns = (int64_t)ts.tv_nsec + (timeout % CTX_SECOND);
+    ts.tv_sec += (time_t)(timeout / CTX_SECOND) + (time_t)(ns / CTX_SECOND);
+    ts.tv_nsec = (long)(ns % CTX_SECOND);
+    int e = pthread_timedjoin_np(t, NULL, &ts);
+    if (e != 0)
+        fail_msg("thread did not finish in time (pthread_timedjoin_np: %d)", e);
+}
+#endif /* TU_SYNC_HELPERS */

@@ -446,3 +446,6 @@ CTX_API bool ctx_deadline(ctx_t *c, ctx_time_t *deadline)
         *deadline = c->src->u.c.deadline;
     return true;
 }
+
+/* The memory target of DESIGN.md section 3. */
+_Static_assert(CTX_CANCEL_SIZE <= 96, "a cancel context must fit in 96 bytes");

@@ -1,0 +1,3 @@
+module libctx.bench/lifecycle
+
+go 1.19

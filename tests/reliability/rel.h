@@ -47,8 +47,11 @@
     } while (0)
 
 #define REL_EQ(a, b)                                                           \
-    REL_CHECK((long long)(a) == (long long)(b), "%s = %lld, %s = %lld", #a,    \
-              (long long)(a), #b, (long long)(b))
+    do {                                                                       \
+        long long rel_a_ = (long long)(a), rel_b_ = (long long)(b);            \
+        REL_CHECK(rel_a_ == rel_b_, "%s = %lld, %s = %lld", #a, rel_a_, #b,    \
+                  rel_b_);                                                     \
+    } while (0)
 
 /* The number of open file descriptors of this process. */
 static inline int rel_count_fds(void)

@@ -40,8 +40,8 @@
 #include "ctx/group.h"
 #define REL_HAVE_GROUP 1
 #endif
-#if __has_include("ctx/signal.h")
-#include "ctx/signal.h"
+#if __has_include("ctx/sigctx.h")
+#include "ctx/sigctx.h"
 #define REL_HAVE_SIGNAL 1
 #endif
 #endif
@@ -555,14 +555,17 @@ static int op_fd_bg(struct fx *f)
 }
 static int op_format(struct fx *f)
 {
+    /* (no deadline on the way: the time left would change the length) */
     char buf[512];
-    size_t n = ctx_format(f->dc, buf, sizeof buf);
+    size_t n = ctx_format(f->wc, buf, sizeof buf);
     REL_CHECK(n > 0 && n < sizeof buf && strlen(buf) == n, "format: %zu", n);
     REL_CHECK(strncmp(buf, "context.Background", 18) == 0, "format: %s", buf);
     char small[8];
-    REL_EQ(ctx_format(f->dc, small, sizeof small), n);
+    REL_EQ(ctx_format(f->wc, small, sizeof small), n);
     REL_EQ(strlen(small), sizeof small - 1);
-    REL_EQ(ctx_format(f->dc, NULL, 0), n);
+    REL_EQ(ctx_format(f->wc, NULL, 0), n);
+    n = ctx_format(f->dc, buf, sizeof buf);
+    REL_CHECK(n > 0 && n < sizeof buf && strlen(buf) == n, "format: %zu", n);
     return 0;
 }
 static int op_cancel_op(struct fx *f)
@@ -710,6 +713,9 @@ int main(void)
             ctx_release(c);
         }
 #ifdef CTX_DEBUG
+        /* The timer thread may still hold the reference it fired with. */
+        for (int i = 0; i < 1000 && ctx__live_contexts() != 0; i++)
+            usleep(1000);
         REL_EQ(ctx__live_contexts(), 0);
 #endif
         REL_EQ(rel_count_fds(), fds_before);

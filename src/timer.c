@@ -1,217 +1,264 @@
-/* The timer: one thread per process, started lazily, with a 4-ary min-heap
- * of pending deadlines. Insert and remove are O(log n). The heap holds no
- * reference: a node being freed removes itself, and the thread takes a
- * reference (unless the count is already zero) before it cancels a node.
- * The thread is woken only when a new deadline is earlier than the time it
- * already plans to wake at, so a steady create/cancel loop costs no context
- * switch. After fork() the child starts with an empty heap and no thread;
- * the thread starts again on the first deadline. */
+/* The timer: one thread per process, started lazily, serving sharded 4-ary
+ * min-heaps of pending deadlines.
+ *
+ * - Each thread inserts into its own shard (assigned round-robin on first
+ *   use), so threads creating and cancelling timeouts do not contend on one
+ *   lock. A node records its shard and slot: removal is O(log n).
+ * - The heaps hold no reference: a node being freed removes itself, and the
+ *   timer thread takes a reference (unless the count already reached zero)
+ *   before it cancels a node.
+ * - The thread sleeps on `wake_seq` until `planned`, the earliest deadline it
+ *   saw. An insert wakes it only when its deadline is earlier than that, so
+ *   a steady create/cancel loop costs no context switch and no syscall.
+ * - After fork() the child starts with empty heaps and no thread; the thread
+ *   starts again on the first deadline. */
 #include "alloc.h"
 #include "ctx_int.h"
 
 #include <pthread.h>
 #include <signal.h>
-#include <time.h>
+
+#define ARITY 4
+#define SHARDS 8
+#define SHARD_SHIFT 28
+#define SLOT_MASK ((1u << SHARD_SHIFT) - 1)
 
 struct heap_ent {
     ctx_time_t when;
     ctx_t *node;
 };
 
-static struct {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    struct heap_ent *heap;
+struct shard {
+    ctx__lock_t lock;
     uint32_t size, cap;
-    bool started;
-    ctx_time_t planned; /* when the thread will next look; MAX: asleep */
-} T;
+    struct heap_ent *heap;
+} __attribute__((aligned(64)));
 
+static struct shard shards[SHARDS];
+static _Atomic uint32_t wake_seq;
+static _Atomic ctx_time_t planned = CTX_TIME_MAX;
+static _Atomic bool started;
+static ctx__lock_t start_lock;
+static _Atomic uint32_t next_shard;
+static _Thread_local int my_shard = -1;
 static pthread_once_t timer_once = PTHREAD_ONCE_INIT;
 
-#define ARITY 4
-
-static void set_slot(uint32_t i, struct heap_ent e)
+static void set_slot(struct shard *s, uint32_t sid, uint32_t i,
+                     struct heap_ent e)
 {
-    T.heap[i] = e;
-    atomic_store_explicit(&e.node->u.c.heap_idx, i, memory_order_relaxed);
+    s->heap[i] = e;
+    atomic_store_explicit(&e.node->u.c.heap_idx, (sid << SHARD_SHIFT) | i,
+                          memory_order_relaxed);
 }
 
-static void sift_up(uint32_t i, struct heap_ent e)
+static void sift_up(struct shard *s, uint32_t sid, uint32_t i,
+                    struct heap_ent e)
 {
     while (i > 0) {
         uint32_t p = (i - 1) / ARITY;
-        if (T.heap[p].when <= e.when)
+        if (s->heap[p].when <= e.when)
             break;
-        set_slot(i, T.heap[p]);
+        set_slot(s, sid, i, s->heap[p]);
         i = p;
     }
-    set_slot(i, e);
+    set_slot(s, sid, i, e);
 }
 
-static void sift_down(uint32_t i, struct heap_ent e)
+static void sift_down(struct shard *s, uint32_t sid, uint32_t i,
+                      struct heap_ent e)
 {
     for (;;) {
         uint32_t c = i * ARITY + 1;
-        if (c >= T.size)
+        if (c >= s->size)
             break;
-        uint32_t end = c + ARITY < T.size ? c + ARITY : T.size;
+        uint32_t end = c + ARITY < s->size ? c + ARITY : s->size;
         uint32_t m = c;
         for (uint32_t j = c + 1; j < end; j++)
-            if (T.heap[j].when < T.heap[m].when)
+            if (s->heap[j].when < s->heap[m].when)
                 m = j;
-        if (e.when <= T.heap[m].when)
+        if (e.when <= s->heap[m].when)
             break;
-        set_slot(i, T.heap[m]);
+        set_slot(s, sid, i, s->heap[m]);
         i = m;
     }
-    set_slot(i, e);
+    set_slot(s, sid, i, e);
 }
 
-static void remove_at(uint32_t i)
+static void remove_at(struct shard *s, uint32_t sid, uint32_t i)
 {
-    ctx_t *n = T.heap[i].node;
-    atomic_store_explicit(&n->u.c.heap_idx, CTX_NO_HEAP, memory_order_relaxed);
-    T.size--;
-    if (i == T.size)
+    atomic_store_explicit(&s->heap[i].node->u.c.heap_idx, CTX_NO_HEAP,
+                          memory_order_relaxed);
+    s->size--;
+    if (i == s->size)
         return;
-    struct heap_ent last = T.heap[T.size];
-    if (i > 0 && last.when < T.heap[(i - 1) / ARITY].when)
-        sift_up(i, last);
+    struct heap_ent last = s->heap[s->size];
+    if (i > 0 && last.when < s->heap[(i - 1) / ARITY].when)
+        sift_up(s, sid, i, last);
     else
-        sift_down(i, last);
+        sift_down(s, sid, i, last);
+}
+
+/* Fires what is due in one shard; returns its earliest pending deadline. */
+static ctx_time_t fire_shard(uint32_t sid)
+{
+    struct shard *s = &shards[sid];
+    ctx__lock(&s->lock);
+    ctx_time_t now = ctx_now();
+    while (s->size > 0 && s->heap[0].when <= now) {
+        ctx_t *n = s->heap[0].node;
+        remove_at(s, sid, 0);
+        if (!ctx__try_retain(n))
+            continue; /* being freed */
+        ctx__unlock(&s->lock);
+        ctx__cancel(n, CTX_DEADLINE_EXCEEDED,
+                    atomic_load_explicit(&n->u.c.cause, memory_order_relaxed));
+        ctx_release(n);
+        ctx__lock(&s->lock);
+        now = ctx_now();
+    }
+    ctx_time_t next = s->size > 0 ? s->heap[0].when : CTX_TIME_MAX;
+    ctx__unlock(&s->lock);
+    return next;
 }
 
 static void *timer_main(void *arg)
 {
     (void)arg;
-    pthread_mutex_lock(&T.mu);
     for (;;) {
-        ctx_time_t now = ctx_now();
-        while (T.size > 0 && T.heap[0].when <= now) {
-            ctx_t *n = T.heap[0].node;
-            remove_at(0);
-            if (!ctx__try_retain(n))
-                continue; /* being freed */
-            pthread_mutex_unlock(&T.mu);
-            ctx__cancel(n, CTX_DEADLINE_EXCEEDED,
-                        atomic_load_explicit(&n->u.c.cause,
-                                             memory_order_relaxed));
-            ctx_release(n);
-            pthread_mutex_lock(&T.mu);
-            now = ctx_now();
+        /* While scanning, planned is "never": an insert meanwhile lowers it
+         * and bumps wake_seq, which sends us round again. */
+        atomic_store(&planned, CTX_TIME_MAX);
+        uint32_t seq = atomic_load(&wake_seq);
+        ctx_time_t next = CTX_TIME_MAX;
+        for (uint32_t i = 0; i < SHARDS; i++) {
+            ctx_time_t t = fire_shard(i);
+            if (t < next)
+                next = t;
         }
-        if (T.size == 0) {
-            T.planned = CTX_TIME_MAX;
-            pthread_cond_wait(&T.cv, &T.mu);
-        } else {
-            T.planned = T.heap[0].when;
-            struct timespec ts = {(time_t)(T.planned / CTX_SECOND),
-                                  (long)(T.planned % CTX_SECOND)};
-            pthread_cond_timedwait(&T.cv, &T.mu, &ts);
-        }
+        ctx_time_t expected = CTX_TIME_MAX;
+        if (!atomic_compare_exchange_strong(&planned, &expected, next))
+            continue;
+        ctx__futex_wait(&wake_seq, seq, next);
     }
     return NULL;
 }
 
-static void timer_init_locks(void)
-{
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_mutex_init(&T.mu, NULL);
-    pthread_cond_init(&T.cv, &attr);
-    pthread_condattr_destroy(&attr);
-}
-
 static void atfork_prepare(void)
 {
-    pthread_mutex_lock(&T.mu);
+    ctx__lock(&start_lock);
+    for (int i = 0; i < SHARDS; i++)
+        ctx__lock(&shards[i].lock);
 }
 
 static void atfork_parent(void)
 {
-    pthread_mutex_unlock(&T.mu);
+    for (int i = SHARDS - 1; i >= 0; i--)
+        ctx__unlock(&shards[i].lock);
+    ctx__unlock(&start_lock);
 }
 
 static void atfork_child(void)
 {
-    /* The thread did not survive the fork, and the contexts in the heap
+    /* The thread did not survive the fork, and the contexts in the heaps
      * belong to the parent: start afresh. */
-    timer_init_locks();
-    T.size = 0;
-    T.started = false;
-    T.planned = CTX_TIME_MAX;
+    for (int i = 0; i < SHARDS; i++) {
+        shards[i].size = 0;
+        atomic_store(&shards[i].lock, 0);
+    }
+    atomic_store(&started, false);
+    atomic_store(&planned, CTX_TIME_MAX);
+    atomic_store(&wake_seq, 0);
+    atomic_store(&start_lock, 0);
 }
 
 static void timer_init(void)
 {
-    timer_init_locks();
-    T.planned = CTX_TIME_MAX;
     pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 }
 
-/* Under T.mu. The thread blocks every signal, so that signals meant for the
+/* The thread blocks every signal, so that signals meant for the
  * application's threads never land on it. */
-static int start_thread(void)
+static int ensure_started(void)
 {
-    pthread_attr_t attr;
-    sigset_t all, old;
-    pthread_t th;
-    if (pthread_attr_init(&attr) != 0)
-        return EAGAIN;
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    int e = pthread_create(&th, &attr, timer_main, NULL);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    pthread_attr_destroy(&attr);
-    if (e != 0)
-        return e == ENOMEM ? ENOMEM : EAGAIN;
-    T.started = true;
-    return 0;
+    if (atomic_load_explicit(&started, memory_order_acquire))
+        return 0;
+    pthread_once(&timer_once, timer_init);
+    int e = 0;
+    ctx__lock(&start_lock);
+    if (!atomic_load_explicit(&started, memory_order_relaxed)) {
+        pthread_attr_t attr;
+        sigset_t all, old;
+        pthread_t th;
+        e = pthread_attr_init(&attr);
+        if (e == 0) {
+            pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+            sigfillset(&all);
+            pthread_sigmask(SIG_SETMASK, &all, &old);
+            e = pthread_create(&th, &attr, timer_main, NULL);
+            pthread_sigmask(SIG_SETMASK, &old, NULL);
+            pthread_attr_destroy(&attr);
+        }
+        if (e == 0)
+            atomic_store_explicit(&started, true, memory_order_release);
+        else
+            e = EAGAIN;
+    }
+    ctx__unlock(&start_lock);
+    return e;
 }
 
 int ctx__timer_insert(ctx_t *c)
 {
-    pthread_once(&timer_once, timer_init);
-    pthread_mutex_lock(&T.mu);
-    int e = 0;
-    if (!T.started && (e = start_thread()) != 0)
-        goto out;
-    if (T.size == T.cap) {
-        uint32_t cap = T.cap != 0 ? T.cap * 2 : 64;
-        struct heap_ent *h = ctx__realloc(T.heap, (size_t)cap * sizeof *h);
+    int e = ensure_started();
+    if (e != 0)
+        return e;
+    if (my_shard < 0)
+        my_shard = (int)(atomic_fetch_add(&next_shard, 1) % SHARDS);
+    uint32_t sid = (uint32_t)my_shard;
+    struct shard *s = &shards[sid];
+    ctx_time_t when = c->u.c.deadline;
+
+    ctx__lock(&s->lock);
+    if (s->size == s->cap) {
+        uint32_t cap = s->cap != 0 ? s->cap * 2 : 64;
+        struct heap_ent *h = cap > SLOT_MASK ? NULL
+                             : ctx__realloc(s->heap, (size_t)cap * sizeof *h);
         if (h == NULL) {
-            e = ENOMEM;
-            goto out;
+            ctx__unlock(&s->lock);
+            return ENOMEM;
         }
-        T.heap = h;
-        T.cap = cap;
+        s->heap = h;
+        s->cap = cap;
     }
-    struct heap_ent ent = {c->u.c.deadline, c};
-    T.size++;
-    sift_up(T.size - 1, ent);
+    s->size++;
+    sift_up(s, sid, s->size - 1, (struct heap_ent){when, c});
     /* seq_cst: pairs with mark_done's store of err then load of heap_idx. */
-    atomic_store(&c->u.c.heap_idx, atomic_load_explicit(&c->u.c.heap_idx,
-                                                       memory_order_relaxed));
-    bool wake = ent.when < T.planned;
-    if (wake) {
-        T.planned = ent.when;
-        pthread_cond_signal(&T.cv);
+    atomic_store(&c->u.c.heap_idx,
+                 atomic_load_explicit(&c->u.c.heap_idx, memory_order_relaxed));
+    ctx__unlock(&s->lock);
+
+    ctx_time_t p = atomic_load_explicit(&planned, memory_order_relaxed);
+    while (when < p) {
+        if (atomic_compare_exchange_weak(&planned, &p, when)) {
+            atomic_fetch_add(&wake_seq, 1);
+            ctx__futex_wake_all(&wake_seq);
+            break;
+        }
     }
-out:
-    pthread_mutex_unlock(&T.mu);
-    return e;
+    return 0;
 }
 
 void ctx__timer_remove(ctx_t *c)
 {
-    if (atomic_load(&c->u.c.heap_idx) == CTX_NO_HEAP)
+    uint32_t idx = atomic_load(&c->u.c.heap_idx);
+    if (idx == CTX_NO_HEAP)
         return;
-    pthread_mutex_lock(&T.mu);
-    uint32_t i = atomic_load_explicit(&c->u.c.heap_idx, memory_order_relaxed);
-    if (i != CTX_NO_HEAP)
-        remove_at(i);
-    pthread_mutex_unlock(&T.mu);
+    /* A node's shard never changes once it is in a heap. */
+    uint32_t sid = idx >> SHARD_SHIFT;
+    struct shard *s = &shards[sid];
+    ctx__lock(&s->lock);
+    idx = atomic_load_explicit(&c->u.c.heap_idx, memory_order_relaxed);
+    if (idx != CTX_NO_HEAP)
+        remove_at(s, sid, idx & SLOT_MASK);
+    ctx__unlock(&s->lock);
 }

@@ -95,7 +95,7 @@ static size_t node_size(const ctx_t *c)
     case CTX_KIND_VALUE:
         return CTX_VALUE_SIZE;
     default:
-        return CTX_HEADER_SIZE;
+        return sizeof(struct ctx);
     }
 }
 
@@ -288,9 +288,10 @@ CTX_API int ctx_cancel(ctx_t *c)
     return ctx_cancel_cause(c, CTX_CANCELED);
 }
 
-/* Every cancellable derivation. `own`: the caller asked for `deadline`. */
+/* Every cancellable derivation. `own`: the caller asked for `deadline`;
+ * `past`: it has passed already (the callers read the clock once). */
 static ctx_t *cancel_new(ctx_t *parent, bool own, ctx_time_t deadline,
-                         int cause)
+                         int cause, bool past)
 {
     if (parent == NULL) {
         errno = EINVAL;
@@ -329,9 +330,8 @@ static ctx_t *cancel_new(ctx_t *parent, bool own, ctx_time_t deadline,
         /* The cause the timer will use; invisible until err is set. */
         atomic_init(&k->cause, cause != 0 ? cause : CTX_DEADLINE_EXCEEDED);
     } else {
-        own = false;
+        own = past = false;
     }
-    bool past = own && deadline <= ctx_now();
 
     int perr = 0, pcause = 0;
     if (p != NULL) {
@@ -364,39 +364,36 @@ static ctx_t *cancel_new(ctx_t *parent, bool own, ctx_time_t deadline,
 
 CTX_API ctx_t *ctx_with_cancel(ctx_t *parent)
 {
-    return cancel_new(parent, false, 0, 0);
+    return cancel_new(parent, false, 0, 0, false);
 }
 
 CTX_API ctx_t *ctx_with_deadline_cause(ctx_t *parent, ctx_time_t deadline,
                                        int cause)
 {
-    return cancel_new(parent, true, deadline, cause);
+    return cancel_new(parent, true, deadline, cause, deadline <= ctx_now());
 }
 
 CTX_API ctx_t *ctx_with_deadline(ctx_t *parent, ctx_time_t deadline)
 {
-    return cancel_new(parent, true, deadline, 0);
-}
-
-static ctx_time_t deadline_after(ctx_duration_t timeout)
-{
-    ctx_time_t now = ctx_now();
-    if (timeout <= 0)
-        return now;
-    if (timeout > CTX_TIME_MAX - now)
-        return CTX_TIME_MAX;
-    return now + timeout;
+    return ctx_with_deadline_cause(parent, deadline, 0);
 }
 
 CTX_API ctx_t *ctx_with_timeout_cause(ctx_t *parent, ctx_duration_t timeout,
                                       int cause)
 {
-    return cancel_new(parent, true, deadline_after(timeout), cause);
+    ctx_time_t now = ctx_now(), deadline;
+    if (timeout <= 0)
+        deadline = now;
+    else if (timeout > CTX_TIME_MAX - now)
+        deadline = CTX_TIME_MAX; /* saturate */
+    else
+        deadline = now + timeout;
+    return cancel_new(parent, true, deadline, cause, timeout <= 0);
 }
 
 CTX_API ctx_t *ctx_with_timeout(ctx_t *parent, ctx_duration_t timeout)
 {
-    return cancel_new(parent, true, deadline_after(timeout), 0);
+    return ctx_with_timeout_cause(parent, timeout, 0);
 }
 
 CTX_API ctx_t *ctx_without_cancel(ctx_t *parent)
@@ -406,7 +403,9 @@ CTX_API ctx_t *ctx_without_cancel(ctx_t *parent)
         return NULL;
     }
     CTX_CHECK(parent);
-    ctx_t *c = ctx__node_alloc(parent, CTX_KIND_WITHOUT, CTX_HEADER_SIZE);
+    /* Full size, though it uses only the header: a rare kind, and compilers
+     * rightly object to a struct ctx in a smaller block. */
+    ctx_t *c = ctx__node_alloc(parent, CTX_KIND_WITHOUT, sizeof(struct ctx));
     if (c != NULL)
         c->src = NULL;
     return c;

@@ -86,6 +86,7 @@ static void test_not_before_done_then_once(void **state)
     assert_int_equal(atomic_load(&r.calls), 1);
     ctx_release(c);
     tu_event_destroy(&r.ev);
+    tu_settle();
     tu_assert_no_live();
 }
 
@@ -102,6 +103,7 @@ static void test_stop_before_cancel_prevents(void **state)
     assert_int_equal(atomic_load(&n), 0);
     ctx_release(c);
     assert_int_equal(atomic_load(&n), 0);
+    tu_settle();
     tu_assert_no_live();
 }
 
@@ -161,6 +163,7 @@ static void test_runs_in_cancelling_thread(void **state)
     ctx_release(p);
     tu_event_destroy(&rc.ev);
     tu_event_destroy(&rv.ev);
+    tu_settle();
     tu_assert_no_live();
 }
 
@@ -252,6 +255,7 @@ static void test_fn_may_call_library(void **state)
     ctx_release(x.self);
     ctx_release(x.parent);
     tu_event_destroy(&x.sib_rec.ev);
+    tu_settle();
     tu_assert_no_live();
 }
 
@@ -286,6 +290,7 @@ static void test_already_done_runs_inline(void **state)
     }
     for (int i = 3; i >= 0; i--)
         ctx_release(dones[i]);
+    tu_settle();
     tu_assert_no_live();
 }
 
@@ -352,6 +357,7 @@ static void test_stop_waits_for_running_fn(void **state)
     ctx_release(c);
     tu_event_destroy(&b.started);
     tu_event_destroy(&b.release);
+    tu_settle();
     tu_assert_no_live();
 }
 
@@ -387,6 +393,7 @@ static void test_stop_from_inside_fn(void **state)
     assert_int_equal(s.calls, 1);
     assert_int_equal(s.result, 0);
     ctx_release(c);
+    tu_settle();
     tu_assert_no_live(); /* the stop inside fn ended the registration */
 
     /* Cancelled from another thread (which must not hang). */
@@ -398,6 +405,7 @@ static void test_stop_from_inside_fn(void **state)
     assert_int_equal(s2.calls, 1);
     assert_int_equal(s2.result, 0);
     ctx_release(c);
+    tu_settle();
     tu_assert_no_live();
 }
 
@@ -438,6 +446,7 @@ static void test_value_context_of_cancellable(void **state)
     assert_int_equal(s.err, CTX_CANCELED);
     assert_false(ctx_after_stop(a));
     ctx_release(p);
+    tu_settle();
     tu_assert_no_live();
 }
 
@@ -474,6 +483,7 @@ static void test_never_done_contexts(void **state)
     ctx_release(wv);
     ctx_release(w);
     ctx_release(p);
+    tu_settle();
     tu_assert_no_live();
 }
 
@@ -519,6 +529,7 @@ static void test_registration_keeps_context_alive(void **state)
 #endif
     ctx_release(p);
     tu_event_destroy(&r.ev);
+    tu_settle();
     tu_assert_no_live();
 
     /* Never cancelled: stop prevents fn and frees the context, which
@@ -533,6 +544,7 @@ static void test_registration_keeps_context_alive(void **state)
     assert_int_equal(ctx_cancel(p), 0);
     assert_int_equal(atomic_load(&n), 0);
     ctx_release(p);
+    tu_settle();
     tu_assert_no_live();
 }
 
@@ -568,6 +580,7 @@ static void test_many_registrations(void **state)
     }
     ctx_release(c);
     ctx_release(p);
+    tu_settle();
     tu_assert_no_live();
 }
 
@@ -618,6 +631,7 @@ static void test_deadline_runs_in_timer_thread(void **state)
     tu_event_destroy(&r1.ev);
     tu_event_destroy(&r2.ev);
     tu_event_destroy(&r3.ev);
+    tu_settle();
     tu_assert_no_live();
 }
 
@@ -663,6 +677,7 @@ static void test_stop_sibling_from_fn(void **state)
         assert_true(atomic_load(&p.other_calls) <= 1);
         assert_false(ctx_after_stop(s));
         ctx_release(c);
+        tu_settle();
         tu_assert_no_live();
     }
 }
@@ -711,6 +726,7 @@ static void test_stop_races_cancel(void **state)
         ctx_release(c);
     }
     assert_int_equal(prevented + ran, iters);
+    tu_settle();
     tu_assert_no_live();
 }
 
@@ -745,6 +761,7 @@ static void test_null_args(void **state)
     assert_non_null(a);
     assert_false(ctx_after_stop(a));
     ctx_release(c);
+    tu_settle();
     tu_assert_no_live();
 }
 

@@ -105,6 +105,7 @@ static void test_wait_woken_by_cancel(void **state)
     tu_assert_between(w2.returned_at - t0, 0, TU_PROMPT);
     ctx_release(v);
     ctx_release(c);
+    tu_settle();
     tu_assert_no_live();
 }
 
@@ -148,6 +149,7 @@ static void test_wait_returns_err(void **state)
     ctx_release(tv);
     ctx_release(t);
     ctx_release(c);
+    tu_settle();
     tu_assert_no_live();
 }
 
@@ -172,6 +174,7 @@ static void test_wait_until_live_returns_at_until(void **state)
     ctx_release(v);
     ctx_release(c);
     ctx_release(p);
+    tu_settle();
     tu_assert_no_live();
 }
 
@@ -193,6 +196,7 @@ static void test_wait_until_never_done(void **state)
     }
     ctx_release(w);
     ctx_release(p);
+    tu_settle();
     tu_assert_no_live();
 }
 
@@ -215,6 +219,7 @@ static void test_wait_until_past(void **state)
         assert_int_equal(ctx_wait_until(c, past[j]), CTX_CANCELED);
     ctx_release(w);
     ctx_release(c);
+    tu_settle();
     tu_assert_no_live();
 }
 
@@ -241,6 +246,7 @@ static void test_wait_until_woken_before_until(void **state)
     tu_assert_between(w.returned_at - t1, 0, TU_PROMPT);
     ctx_release(c);
     ctx_release(t);
+    tu_settle();
     tu_assert_no_live();
 }
 
@@ -275,6 +281,7 @@ static void test_many_waiters(void **state)
     }
     ctx_release(v);
     ctx_release(c);
+    tu_settle();
     tu_assert_no_live();
 }
 
@@ -317,6 +324,7 @@ static void test_done_fd_lazy_and_closed(void **state)
     assert_int_equal(readable(fd, 0), 1);
     ctx_release(c);
     assert_int_equal(tu_open_fds(), base);
+    tu_settle();
     tu_assert_no_live();
 
     /* A context that never asked for one never opens one, even when it is
@@ -326,6 +334,7 @@ static void test_done_fd_lazy_and_closed(void **state)
     assert_int_equal(tu_open_fds(), base);
     ctx_release(x);
     assert_int_equal(tu_open_fds(), base);
+    tu_settle();
     tu_assert_no_live();
 }
 
@@ -361,6 +370,7 @@ static void test_done_fd_level_triggered(void **state)
     assert_int_equal(readable(fd, 0), 1);
     close(ep);
     ctx_release(c);
+    tu_settle();
     tu_assert_no_live();
 }
 
@@ -384,6 +394,7 @@ static void test_done_fd_made_after_done(void **state)
     }
     for (int i = 4; i >= 0; i--)
         ctx_release(all[i]);
+    tu_settle();
     tu_assert_no_live();
 }
 
@@ -405,6 +416,7 @@ static void test_done_fd_wakes_poll_on_deadline(void **state)
     assert_int_equal(readable(fd, 0), 1);
     ctx_release(c);
     ctx_release(p);
+    tu_settle();
     tu_assert_no_live();
 }
 
@@ -423,6 +435,7 @@ static void test_done_fd_wakes_poll_on_cancel(void **state)
     tu_assert_between(w.returned_at - t0, 0, TU_PROMPT);
     ctx_release(v);
     ctx_release(c);
+    tu_settle();
     tu_assert_no_live();
 }
 
@@ -458,6 +471,7 @@ static void test_done_fd_never_done(void **state)
         assert_true(fd_valid(fds[i])); /* never closed */
         assert_int_equal(readable(fds[i], 0), 0);
     }
+    tu_settle();
     tu_assert_no_live();
 }
 
@@ -481,6 +495,7 @@ static void test_done_fd_child_cancelled_by_parent(void **state)
     ctx_release(c2);
     ctx_release(c1);
     ctx_release(p);
+    tu_settle();
     tu_assert_no_live();
 }
 
@@ -494,6 +509,7 @@ static void test_null(void **state)
     assert_int_equal(ctx_wait(NULL), EINVAL);
     assert_int_equal(ctx_wait_until(NULL, 0), EINVAL);
     assert_int_equal(ctx_wait_until(NULL, CTX_TIME_MAX), EINVAL);
+    tu_settle();
     tu_assert_no_live();
 }
 

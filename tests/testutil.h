@@ -217,3 +217,21 @@ static inline void tu_join_within(pthread_t t, ctx_duration_t timeout)
         fail_msg("thread did not finish in time (pthread_timedjoin_np: %d)", e);
 }
 #endif /* TU_SYNC_HELPERS */
+
+/* ---- Appended: waiting for deferred frees. ---- */
+#ifndef TU_SETTLE_HELPER
+#define TU_SETTLE_HELPER
+/* The timer thread holds a transient reference while it cancels a context
+ * whose deadline passed, so a context released right after ctx_wait() saw
+ * its deadline may be freed by the timer thread a moment later. Waits (up to
+ * 10 s) for the live counters to reach zero; follow with tu_assert_no_live(). */
+static inline void tu_settle(void)
+{
+#ifdef CTX_DEBUG
+    ctx_time_t end = ctx_now() + 10 * CTX_SECOND;
+    while ((ctx__live_contexts() != 0 || ctx__live_afters() != 0) &&
+           ctx_now() < end)
+        tu_sleep(100 * CTX_MICROSECOND);
+#endif
+}
+#endif /* TU_SETTLE_HELPER */

@@ -63,7 +63,7 @@ static void part2(void)
     ex_log("main", "--- 2. a global flag (one per program; sub-workers?)");
     pthread_t t;
     pthread_create(&t, NULL, flag_worker, NULL);
-    nap(3 * tick);
+    nap(3 * tick + tick / 2);
     atomic_store(&exit_flag, true);
     double t0 = ex_elapsed_ms();
     pthread_join(t, NULL);
@@ -93,7 +93,7 @@ static void part3(void)
         exit(1);
     pthread_t t;
     pthread_create(&t, NULL, chan_worker, &p[0]);
-    nap(3 * tick);
+    nap(3 * tick + tick / 2);
     if (write(p[1], "x", 1) != 1)
         exit(1);
     double t0 = ex_elapsed_ms();

@@ -24,7 +24,7 @@ enum ctx_flag {
     CTX_F_TODO = 1 << 3,         /* the TODO root (for ctx_format) */
 };
 
-#define CTX_MAGIC 0xc7c7u
+#define CTX_MAGIC 0xc7u
 #define CTX_NO_HEAP UINT32_MAX
 
 /* The part only cancellable nodes have. `err` is the word waiters sleep on
@@ -57,7 +57,10 @@ struct ctx {
     _Atomic uint32_t refs;
     uint8_t kind;
     uint8_t flags;
-    uint16_t magic;
+    uint8_t magic;
+    /* Set when the node's own cancel unlinked it from its parent: no cancel
+     * walk can hold it then, so freeing it needs no parent lock. */
+    _Atomic uint8_t self_detached;
     struct ctx *parent; /* holds a reference; NULL for roots */
     /* The node holding the cancel state this context reports: itself for
      * cancellable nodes, the nearest cancellable ancestor for the others,

@@ -79,6 +79,7 @@ ctx_t *ctx__node_alloc(ctx_t *parent, uint8_t kind, size_t size)
     c->kind = kind;
     c->flags = 0;
     c->magic = CTX_MAGIC;
+    atomic_init(&c->self_detached, 0);
     c->parent = ctx_retain(parent);
     c->src = parent->src;
 #ifdef CTX_DEBUG
@@ -125,24 +126,28 @@ static void link_child(ctx_t *p, ctx_t *c)
     p->u.c.children = c;
 }
 
-static void detach_from_parent(ctx_t *c)
+/* Returns true if c was still linked (so no cancel walk can be holding it). */
+static bool detach_from_parent(ctx_t *c)
 {
     ctx_t *p = registered_parent(c);
     if (p == NULL)
-        return;
+        return true;
     ctx__lock(&p->u.c.lock);
-    if (c->u.c.pprev != NULL)
+    bool linked = c->u.c.pprev != NULL;
+    if (linked)
         unlink_child(c);
     ctx__unlock(&p->u.c.lock);
+    return linked;
 }
 
 /* Frees one node whose last reference is gone; not its parent. */
 void ctx__node_free_one(ctx_t *c)
 {
     if (c->kind == CTX_KIND_CANCEL) {
-        /* Never cancelled, or cancelled through a parent that still lists it:
-         * either way it must leave the parent's list before it goes. */
-        detach_from_parent(c);
+        /* Unless its own cancel took it out of its parent's list, a cancel
+         * walk may still list or hold it: the parent's lock settles that. */
+        if (!atomic_load_explicit(&c->self_detached, memory_order_relaxed))
+            detach_from_parent(c);
         if (c->flags & CTX_F_OWN_DEADLINE)
             ctx__timer_remove(c);
         ctx__done_close(c);
@@ -264,7 +269,8 @@ bool ctx__cancel(ctx_t *root, int err, int cause)
         cur = up;
     }
     ctx__unlock(&root->u.c.lock);
-    detach_from_parent(root);
+    if (detach_from_parent(root))
+        atomic_store_explicit(&root->self_detached, 1, memory_order_relaxed);
 
     /* Phase 2: no lock held. */
     ctx__after_run(run.head);
@@ -278,8 +284,10 @@ CTX_API int ctx_cancel_cause(ctx_t *c, int cause)
     CTX_CHECK(c);
     if (c->kind != CTX_KIND_CANCEL)
         return EINVAL;
-    if (ctx__load_err(c) == 0)
-        ctx__cancel(c, CTX_CANCELED, cause != 0 ? cause : CTX_CANCELED);
+    /* No lock-free shortcut when already done: a cancel that loses the race
+     * must still return only once the winner's walk is over, and the winner
+     * holds this node's lock until then. */
+    ctx__cancel(c, CTX_CANCELED, cause != 0 ? cause : CTX_CANCELED);
     return 0;
 }
 

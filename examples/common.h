@@ -67,6 +67,21 @@ static inline int ex_threads(void)
     return n;
 }
 
+static inline void *ex_noop(void *arg)
+{
+    return arg;
+}
+
+/* Sanitizer runtimes (TSan) start a helper thread of their own with the
+ * first pthread_create(): start and join one thread before taking a
+ * baseline thread count. */
+static inline void ex_threads_warm_up(void)
+{
+    pthread_t t;
+    if (pthread_create(&t, NULL, ex_noop, NULL) == 0)
+        pthread_join(t, NULL);
+}
+
 /* ---- a channel of ints -------------------------------------------------
  * cap 0: unbuffered, a send waits until a receiver took the value (Go's
  * make(chan int)); cap 1: one slot, a send waits only while the slot is full

@@ -50,6 +50,7 @@ static void gen_free(struct gen *gn)
 int main(void)
 {
     ex_init();
+    ex_threads_warm_up();
     int baseline = ex_threads();
     ex_log("main", "threads: %d", baseline);
     ctx_t *ctx = ctx_with_cancel(ctx_background());

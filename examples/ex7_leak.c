@@ -91,6 +91,7 @@ int main(int argc, char **argv)
     timeout = CTX_SECOND / scale;
     job_time = 1200 * CTX_MILLISECOND / scale;
     ctx_duration_t every = timeout / 2;
+    ex_threads_warm_up();
     ctx_release(ctx_with_timeout(ctx_background(), CTX_HOUR)); /* timer */
     int baseline = ex_threads();
     ex_log("main", "%d workers, timeout %lld ms, job %lld ms; baseline "

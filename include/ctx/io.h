@@ -17,10 +17,11 @@
  *  - EINTR. A signal caught while a helper waits never surfaces as EINTR:
  *    the helper recomputes its deadline and waits again. To stop a wait on a
  *    signal, cancel a context from the signal (see ctx/sigctx.h).
- *  - Resources. The helpers use the context's done fd (ctx_done_fd(), made
- *    once per context and owned by it) and no other fd, thread or lasting
- *    allocation. ctx_cond_wait*() allocate one after-func registration per
- *    call and free it before returning.
+ *  - Resources. The fd helpers use the context's done fd (ctx_done_fd(),
+ *    made once per context and owned by it) and no other fd, thread or
+ *    lasting allocation; if that fd cannot be made they fail with its errno
+ *    (EMFILE, ENFILE, ENOMEM). ctx_cond_wait*() allocate one after-func
+ *    registration per call and free it before returning.
  *  - Blocking fds. The helpers work on blocking and non-blocking fds alike.
  *    On sockets they never block outside poll(). On a blocking pipe or tty
  *    shared by several readers (or writers), another thread may take the data

@@ -22,7 +22,7 @@
 #endif
 #ifdef TU_TSAN
 const char *__tsan_default_options(void);
-const char *__tsan_default_options(void)
+__attribute__((visibility("default"))) const char *__tsan_default_options(void)
 {
     return "die_after_fork=0";
 }
@@ -285,8 +285,16 @@ static void child_basic(void *arg)
 
     /* A waiter thread, woken by the cancel. */
     struct child_waiter cw = {c, -1, 0};
+    /* On its own stack: after fork, glibc hands the child the cached stacks
+     * of the parent's threads, and ThreadSanitizer (which still lists those
+     * threads) rejects a new thread with a reused id. */
+    static char stack[1 << 20] __attribute__((aligned(64)));
+    pthread_attr_t attr;
+    CCHECK(pthread_attr_init(&attr) == 0);
+    CCHECK(pthread_attr_setstack(&attr, stack, sizeof stack) == 0);
     pthread_t th;
-    CCHECK(pthread_create(&th, NULL, child_wait_main, &cw) == 0);
+    CCHECK(pthread_create(&th, &attr, child_wait_main, &cw) == 0);
+    pthread_attr_destroy(&attr);
     while (atomic_load(&cw.tid) == 0)
         sched_yield();
     CCHECK(tu_wait_blocked(atomic_load(&cw.tid), 10 * CTX_SECOND));

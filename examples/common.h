@@ -136,8 +136,8 @@ static inline bool ex_chan_ticket_taken(void *arg)
 static inline int ex_chan_send(ex_chan_t *ch, ctx_t *ctx, int v)
 {
     pthread_mutex_lock(&ch->mu);
-    int err = ctx_cond_wait_pred(ctx, &ch->cond, &ch->mu, ex_chan_empty_slot,
-                                 ch);
+    int err =
+        ctx_cond_wait_pred(ctx, &ch->cond, &ch->mu, ex_chan_empty_slot, ch);
     if (err == 0) {
         ch->full = true;
         ch->value = v;

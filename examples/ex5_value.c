@@ -8,7 +8,8 @@
 
 #include <ctx/group.h>
 
-/* ---- the "trace" module: key private, accessors public -------------------- */
+/* ---- the "trace" module: key private, accessors public --------------------
+ */
 static const ctx_key_t trace_key = CTX_KEY("TRACE_CODE");
 
 static void trace_free(void *code)

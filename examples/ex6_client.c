@@ -46,8 +46,7 @@ static int do_call(ctx_t *ctx, int port, const char *path)
         return err;
     }
     if (err != 0) {
-        ex_log("client", "call server api failed, err: %s",
-               ctx_strerror(err));
+        ex_log("client", "call server api failed, err: %s", ctx_strerror(err));
         return err;
     }
     resp[got] = '\0';

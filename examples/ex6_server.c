@@ -31,7 +31,7 @@ static atomic_int next_id;
 
 struct conn {
     int fd, id;
-    ctx_t *req;               /* the request's context */
+    ctx_t *req;                /* the request's context */
     _Atomic ctx_time_t hup_at; /* when the hang-up was seen, or 0 */
 };
 
@@ -95,7 +95,8 @@ static char *read_request(struct conn *c, char *buf, size_t size)
     return path;
 }
 
-/* func indexHandler(w http.ResponseWriter, r *http.Request), with r.Context() */
+/* func indexHandler(w http.ResponseWriter, r *http.Request), with r.Context()
+ */
 static void index_handler(struct conn *c, bool slow)
 {
     if (!slow) {
@@ -125,8 +126,9 @@ static void index_handler(struct conn *c, bool slow)
         ctx_cancel(wctx);
         ctx_release(wctx);
         ctx_release(keep);
-        ex_log("server", "#%d handler cancelled by the shutdown after %.0f ms "
-                         "(%s); answered 503",
+        ex_log("server",
+               "#%d handler cancelled by the shutdown after %.0f ms "
+               "(%s); answered 503",
                c->id, (double)(stopped - t0) / 1e6, ctx_strerror(err));
     }
 }
@@ -247,8 +249,9 @@ int main(int argc, char **argv)
     close(l);
     int sig = ctx_signal_caught(root);
     unsigned inflight = ctx_group_running(handlers);
-    ex_log("server", "SIG%s: shutting down; no new connections; %u handler(s) "
-                     "in flight, grace %lld ms",
+    ex_log("server",
+           "SIG%s: shutting down; no new connections; %u handler(s) "
+           "in flight, grace %lld ms",
            sig != 0 ? sigabbrev_np(sig) : "NONE", inflight,
            (long long)(grace / CTX_MILLISECOND));
     /* Shutdown(ctx): wait for the handlers, cancel them at the deadline. */

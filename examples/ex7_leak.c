@@ -94,8 +94,9 @@ int main(int argc, char **argv)
     ex_threads_warm_up();
     ctx_release(ctx_with_timeout(ctx_background(), CTX_HOUR)); /* timer */
     int baseline = ex_threads();
-    ex_log("main", "%d workers, timeout %lld ms, job %lld ms; baseline "
-                   "threads: %d",
+    ex_log("main",
+           "%d workers, timeout %lld ms, job %lld ms; baseline "
+           "threads: %d",
            WORKERS, (long long)(timeout / CTX_MILLISECOND),
            (long long)(job_time / CTX_MILLISECOND), baseline);
     for (int i = 0; i < WORKERS; i++) {

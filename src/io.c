@@ -7,9 +7,9 @@
 
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <sys/stat.h>
-#include <signal.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -324,8 +324,8 @@ int ctx_accept(ctx_t *ctx, int fd, struct sockaddr *addr, socklen_t *addrlen,
 struct cond_waker {
     pthread_mutex_t *mu;
     pthread_cond_t *cond;
-    pthread_t owner;      /* the waiting thread */
-    _Atomic int inline_;  /* registering: an inline run must not lock mu */
+    pthread_t owner;     /* the waiting thread */
+    _Atomic int inline_; /* registering: an inline run must not lock mu */
 };
 
 static void cond_wake(void *arg)

@@ -221,8 +221,8 @@ static void box_free(void *v)
 
 static bool watchable(int s)
 {
-    return s > 0 && s < NSIG && s != SIGKILL && s != SIGSTOP &&
-           s != SIGSEGV && s != SIGBUS && s != SIGFPE && s != SIGILL;
+    return s > 0 && s < NSIG && s != SIGKILL && s != SIGSTOP && s != SIGSEGV &&
+           s != SIGBUS && s != SIGFPE && s != SIGILL;
 }
 
 static ctx_t *fail_null(int err)

@@ -18,6 +18,17 @@
 
 static int fds_before, threads_before;
 
+/* A joined thread can linger in /proc/self/task for a moment (the kernel
+ * wakes the joiner before the task is fully gone): poll up to 1 s. */
+static int settled_threads(int want)
+{
+    ctx_time_t end = ctx_now() + CTX_SECOND;
+    int n;
+    while ((n = tu_threads()) != want && ctx_now() < end)
+        tu_sleep(CTX_MILLISECOND / 2);
+    return n;
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -32,7 +43,7 @@ static int teardown(void **state)
 {
     (void)state;
     assert_int_equal(tu_open_fds(), fds_before);
-    assert_int_equal(tu_threads(), threads_before);
+    assert_int_equal(settled_threads(threads_before), threads_before);
     tu_assert_no_live();
     return 0;
 }
@@ -137,8 +148,8 @@ static void test_sleep(void **state)
     ctx_release(c);
 
     /* Go's select between time.After(1s) and a 30 ms deadline */
-    c = ctx_with_timeout(ctx_background(), 30 * MS);
     t0 = ctx_now();
+    c = ctx_with_timeout(ctx_background(), 30 * MS);
     assert_int_equal(ctx_sleep(c, CTX_SECOND), ETIMEDOUT);
     tu_assert_between(ctx_now() - t0, 30 * MS, 30 * MS + TU_PROMPT);
     ctx_release(c);
@@ -176,7 +187,8 @@ static void test_sleep_eintr(void **state)
     tu_assert_between(s.took, 60 * MS, 60 * MS + TU_PROMPT);
 }
 
-/* ---- wait_fd / poll ------------------------------------------------------- */
+/* ---- wait_fd / poll -------------------------------------------------------
+ */
 
 static void test_wait_fd(void **state)
 {
@@ -206,8 +218,8 @@ static void test_wait_fd(void **state)
     ctx_release(c);
 
     /* deadline */
-    c = ctx_with_timeout(ctx_background(), 40 * MS);
     t0 = ctx_now();
+    c = ctx_with_timeout(ctx_background(), 40 * MS);
     errno = 0;
     assert_int_equal(ctx_wait_fd(c, sv[1], POLLIN), -1);
     assert_int_equal(errno, ETIMEDOUT);
@@ -307,7 +319,8 @@ static void test_wait_fd_eintr(void **state)
     close(sv[1]);
 }
 
-/* ---- read ------------------------------------------------------------------ */
+/* ---- read ------------------------------------------------------------------
+ */
 
 static void test_read(void **state)
 {
@@ -343,8 +356,8 @@ static void test_read(void **state)
     /* deadline, on a pipe (not a socket) */
     int p[2];
     assert_int_equal(pipe2(p, O_CLOEXEC), 0);
-    c = ctx_with_timeout(ctx_background(), 30 * MS);
     t0 = ctx_now();
+    c = ctx_with_timeout(ctx_background(), 30 * MS);
     errno = 0;
     assert_int_equal(ctx_read(c, p[0], buf, sizeof buf), -1);
     assert_int_equal(errno, ETIMEDOUT);
@@ -417,7 +430,8 @@ static void test_read_eintr(void **state)
     close(p[1]);
 }
 
-/* ---- write_all --------------------------------------------------------------- */
+/* ---- write_all
+ * --------------------------------------------------------------- */
 
 #define BIG (1 << 20)
 
@@ -522,8 +536,8 @@ static void test_write_all_cancel(void **state)
         ctx_release(c);
 
         /* deadline */
-        c = ctx_with_timeout(ctx_background(), 30 * MS);
         t0 = ctx_now();
+        c = ctx_with_timeout(ctx_background(), 30 * MS);
         errno = 0;
         assert_int_equal(ctx_write_all(c, fds[1], src, BIG, NULL), -1);
         assert_int_equal(errno, ETIMEDOUT);
@@ -557,8 +571,8 @@ static void test_write_all_eintr(void **state)
     unsigned char *src = pattern(BIG);
     int sv[2];
     sockpair(sv, 4096);
-    struct writer w = {.ctx = ctx_background(), .fd = sv[1], .buf = src,
-                       .n = BIG};
+    struct writer w = {
+        .ctx = ctx_background(), .fd = sv[1], .buf = src, .n = BIG};
     pthread_t t = tu_spawn(write_main, &w);
     interrupt(t, 3, 10 * MS); /* it is stuck on a full buffer meanwhile */
     struct slow_reader r = {.fd = sv[0], .data = calloc(1, BIG)};
@@ -582,7 +596,8 @@ static void test_write_all_errors(void **state)
     sockpair(sv, 0);
     close(sv[0]);
     errno = 0;
-    assert_int_equal(ctx_write_all(ctx_background(), sv[1], "abc", 3, NULL), -1);
+    assert_int_equal(ctx_write_all(ctx_background(), sv[1], "abc", 3, NULL),
+                     -1);
     assert_int_equal(errno, EPIPE);
     close(sv[1]);
 
@@ -613,7 +628,8 @@ static void test_write_all_errors(void **state)
     close(p[1]);
 }
 
-/* ---- connect / accept ------------------------------------------------------ */
+/* ---- connect / accept ------------------------------------------------------
+ */
 
 static int listener(struct sockaddr_in *addr, int backlog)
 {
@@ -662,8 +678,8 @@ static void test_connect_accept(void **state)
     pthread_join(kc.t, NULL);
     ctx_release(k);
     fcntl(l, F_SETFL, O_NONBLOCK); /* the non-blocking path too */
-    k = ctx_with_timeout(c, 30 * MS);
     t0 = ctx_now();
+    k = ctx_with_timeout(c, 30 * MS);
     errno = 0;
     assert_int_equal(ctx_accept(k, l, NULL, NULL, 0), -1);
     assert_int_equal(errno, ETIMEDOUT);
@@ -710,13 +726,14 @@ static void test_connect_deadline(void **state)
     int l = listener(&a, 0);
     int filler[4];
     for (int i = 0; i < 4; i++) {
-        filler[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        filler[i] =
+            socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         (void)connect(filler[i], (struct sockaddr *)&a, sizeof a);
     }
     tu_sleep(20 * MS);
-    ctx_t *c = ctx_with_timeout(ctx_background(), 50 * MS);
     int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     ctx_time_t t0 = ctx_now();
+    ctx_t *c = ctx_with_timeout(ctx_background(), 50 * MS);
     errno = 0;
     int r = ctx_connect(c, s, (struct sockaddr *)&a, sizeof a);
     ctx_time_t took = ctx_now() - t0;
@@ -966,14 +983,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_read_eintr, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_all_partial, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_write_all_cancel, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_write_all_cancel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_all_eintr, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_write_all_errors, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_write_all_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connect_accept, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_connect_deadline, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_connect_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_accept_eintr, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cond_wait_pred, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cond_wait_plain, setup, teardown),

@@ -133,7 +133,7 @@ static void test_cancel_stops_watch(void **state)
     assert_false(is_prev(SIGUSR1));
     ctx_cancel(c);
     /* cancelled from this thread: the watcher is joined before return */
-    assert_int_equal(tu_threads(), threads_before);
+    wait_threads(threads_before);
     assert_int_equal(tu_open_fds(), fds_before);
     assert_true(is_prev(SIGUSR1));
     assert_true(is_prev(SIGUSR2));
@@ -179,14 +179,14 @@ static void test_parent(void **state)
     ctx_t *c = ctx_with_signals(p, usr12, 2);
     ctx_cancel(p); /* the parent's end stops the watch too */
     assert_int_equal(ctx_err(c), ECANCELED);
-    assert_int_equal(tu_threads(), threads_before);
+    wait_threads(threads_before);
     assert_true(is_prev(SIGUSR1));
     ctx_release(c);
     /* a done parent: done at birth, nothing installed, nothing left */
     c = ctx_with_signals(p, usr12, 2);
     assert_non_null(c);
     assert_int_equal(ctx_err(c), ECANCELED);
-    assert_int_equal(tu_threads(), threads_before);
+    wait_threads(threads_before);
     assert_true(is_prev(SIGUSR1));
     ctx_release(c);
     ctx_release(p);
@@ -195,8 +195,8 @@ static void test_parent(void **state)
 static void test_bad_input(void **state)
 {
     (void)state;
-    static const int bad[][1] = {{0}, {-1}, {SIGKILL}, {SIGSTOP}, {SIGSEGV},
-                                 {NSIG}, {1000}};
+    static const int bad[][1] = {{0},       {-1},   {SIGKILL}, {SIGSTOP},
+                                 {SIGSEGV}, {NSIG}, {1000}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         errno = 0;
         assert_null(ctx_with_signals(ctx_background(), bad[i], 1));
@@ -244,8 +244,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_cancel_stops_watch, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_several_contexts, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_several_contexts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_parent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
         cmocka_unit_test_setup_teardown(test_churn, setup, teardown),

@@ -2,8 +2,9 @@
  * libctx signal contexts: Go's signal.NotifyContext.
  *
  *     static const int sigs[] = {SIGINT, SIGTERM};
- *     ctx_t *root CTX_DEFER_CANCEL = ctx_with_signals(ctx_background(), sigs, 2);
- *     serve(root);                 // returns when SIGINT or SIGTERM arrives
+ *     ctx_t *root CTX_DEFER_CANCEL =
+ *         ctx_with_signals(ctx_background(), sigs, 2);
+ *     serve(root);          // returns when SIGINT or SIGTERM arrives
  *     if (ctx_signal_caught(root)) ...
  *
  * How it works, and what it asks of the program:

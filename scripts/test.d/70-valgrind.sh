@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# make test, extra step: the unit suite (and the fuzz corpus replay) under
+# valgrind memcheck: no error, no leak (definite, indirect or possible), else
+# the test fails. Tests run through CMAKE_CROSSCOMPILING_EMULATOR, so ctest
+# keeps its timeouts; TU_SLOW widens the unit tests' timing tolerances.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+dir=build-test-valgrind
+jobs=$(nproc 2>/dev/null || echo 2)
+supp=$PWD/tests/reliability/valgrind.supp
+vg="valgrind;-q;--error-exitcode=99;--leak-check=full"
+vg="$vg;--errors-for-leak-kinds=definite,indirect,possible"
+vg="$vg;--show-leak-kinds=definite,indirect,possible;--suppressions=$supp"
+# Unit tests that cannot pass memcheck for reasons in the tests themselves
+# (docs/RELIABILITY.md, "valgrind"): remove a name once its test is fixed.
+#  test_fork: forked children _exit() holding contexts they made: leaks.
+#  test_io:   read(2) into data+got with a fixed length runs past the buffer
+#             (slow_read_main), and a timing lower bound (test_wait_fd) that
+#             assumes the canceller thread starts its sleep after t0.
+skip=${CTX_VALGRIND_SKIP-test_fork test_io}
+if ! cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCTX_DEBUG_CHECKS=ON \
+      -DCTX_BUILD_EXAMPLES=OFF -DCMAKE_C_FLAGS=-DTU_SLOW=8 \
+      "-DCMAKE_CROSSCOMPILING_EMULATOR=$vg" >"$dir.log" 2>&1 ||
+   ! cmake --build "$dir" -j"$jobs" >>"$dir.log" 2>&1; then
+  tail -n 40 "$dir.log"; exit 1
+fi
+exclude=""
+for t in $skip; do exclude="$exclude|^$t\$"; echo "valgrind: skipping $t (see the note in $0)"; done
+exclude=${exclude#|}
+cd "$dir" || exit 1
+args=(-L unit --output-on-failure -j"$jobs")
+[ -n "$exclude" ] && args+=(-E "$exclude")
+rc=0
+ctest "${args[@]}" || rc=1
+ctest -R '^rel_fuzz_replay$' --output-on-failure || rc=1
+exit $rc

@@ -1,5 +1,9 @@
-// ctx.h compiles as C++ and its functions link with C linkage.
+// ctx.h and the helper headers compile as C++, and their functions link
+// with C linkage.
 #include <ctx.h>
+#include <ctx/group.h>
+#include <ctx/io.h>
+#include <ctx/sigctx.h>
 
 #include <cstdio>
 
@@ -17,6 +21,7 @@ int main()
         ctx_t *d CTX_DEFER_CANCEL = ctx_with_timeout(v, CTX_SECOND);
         ok = ok && ctx_err(d) == CTX_CANCELED;
     }
+    ok = ok && ctx_sleep(v, CTX_MILLISECOND) == CTX_CANCELED;
     std::printf("C++: %s\n", ok ? "ok" : "FAILED");
     ctx_release(v);
     ctx_release(c);

@@ -184,8 +184,8 @@ static void scale_value(void)
 static void rss_case(void *a)
 {
     long n = *(long *)a;
-    char row[32];
-    bench_n_label(n, row, sizeof row);
+    char row[48], nl[32];
+    snprintf(row, sizeof row, "C, n=%s", bench_n_label(n, nl, sizeof nl));
     ctx_t **pending = bench_xmalloc(sizeof(ctx_t *) * (size_t)n);
     memset(pending, 0, sizeof(ctx_t *) * (size_t)n);
     /* Start the timer thread first, so that its stack is in the baseline. */
@@ -199,15 +199,15 @@ static void rss_case(void *a)
     int64_t t1 = bench_now_ns();
     struct bench_live l = bench_live_end();
     getrusage(RUSAGE_SELF, &r1);
-    bench_scale(SEC_RSS, "C", "peak RSS (MiB)", "%.1f", (double)r1.ru_maxrss / 1024);
-    bench_scale(SEC_RSS, "C", "RSS growth per context (B)", "%.1f",
+    bench_scale(SEC_RSS, row, "peak RSS (MiB)", "%.1f", (double)r1.ru_maxrss / 1024);
+    bench_scale(SEC_RSS, row, "RSS growth per context (B)", "%.1f",
                 (double)(r1.ru_maxrss - r0.ru_maxrss) * 1024 / (double)n);
-    bench_scale(SEC_RSS, "C", "malloc usable per context (B)", "%.1f", (double)l.usable / (double)n);
-    bench_scale(SEC_RSS, "C", "create, ns/op", "%.1f", (double)(t1 - t0) / (double)n);
+    bench_scale(SEC_RSS, row, "malloc usable per context (B)", "%.1f", (double)l.usable / (double)n);
+    bench_scale(SEC_RSS, row, "create, ns/op", "%.1f", (double)(t1 - t0) / (double)n);
     int64_t t2 = bench_now_ns();
     for (long i = 0; i < n; i++)
         cancel_release(pending[i]);
-    bench_scale(SEC_RSS, "C", "cancel+release, ns/op", "%.1f",
+    bench_scale(SEC_RSS, row, "cancel+release, ns/op", "%.1f",
                 (double)(bench_now_ns() - t2) / (double)n);
     bench_xfree(pending);
 }
@@ -215,7 +215,9 @@ static void rss_case(void *a)
 static void scale_rss(void)
 {
     long n = bench_scale_max < 1000000 ? bench_scale_max : 1000000;
-    bench_fork(SEC_RSS, "C", "peak RSS (MiB)", rss_case, &n, 0);
+    char row[48], nl[32];
+    snprintf(row, sizeof row, "C, n=%s", bench_n_label(n, nl, sizeof nl));
+    bench_fork(SEC_RSS, row, "peak RSS (MiB)", rss_case, &n, 0);
 }
 
 /* ---- bytes per context, by kind ----------------------------------------------- */

@@ -117,7 +117,7 @@ static inline uint64_t bench_rand(uint64_t *s)
 #define SEC_TIMERS "Timers: with_timeout + cancel + release, n timers pending"
 #define SEC_TREE "Tree cancel: one cancel of the root, ns per node"
 #define SEC_VALUE "Value miss by depth"
-#define SEC_RSS "Memory: 10^6 pending timeout contexts"
+#define SEC_RSS "Memory: pending timeout contexts"
 #define SEC_BYTES "Bytes per context, by kind (malloc shim, 10^5 of each)"
 #define SEC_AFTER "Callback registration: k callbacks already on the context"
 

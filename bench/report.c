@@ -275,7 +275,7 @@ static const char *section_note(const char *sec)
     if (strstr(sec, "Value miss"))
         return "A miss walks the whole chain in Go and in C: O(depth) by design.";
     if (strstr(sec, "Memory:"))
-        return "Peak RSS of a fresh process holding 10^6 pending `ctx_with_timeout` contexts "
+        return "Peak RSS of a fresh process holding n (10^6 by default) pending `ctx_with_timeout` contexts "
                "(the 8 MB array of pointers and the timer thread are in the baseline).";
     if (strstr(sec, "Bytes per context"))
         return "Net live bytes per context from the malloc shim: requested sizes, "

@@ -1,5 +1,5 @@
-/* Regression test for a core bug found by rel_soak: KNOWN BUG "losing
- * cancel" (docs/RELIABILITY.md).
+/* Regression test for a core bug found by rel_soak, "losing cancel"
+ * (docs/RELIABILITY.md), fixed in 15674ff.
  *
  * Contract (ctx.h, DESIGN.md): when ctx_cancel() returns, every descendant
  * is done. A ctx_cancel() that finds the context already done returns 0 at
@@ -10,10 +10,7 @@
  *
  * Here thread A cancels a root with many children; the main thread waits
  * until the root is done, cancels it again, and checks every child.
- *
- * Until the core is fixed, a reproduction exits 77 (ctest: Skipped) with
- * "KNOWN BUG" on stdout, so that the suite stays green; CTX_KNOWN_BUGS_FAIL=1
- * makes it fail instead. Once fixed it passes; then drop the skip. */
+ */
 #include "ctx.h"
 #include "ctx_testing.h"
 #include "rel.h"
@@ -69,9 +66,9 @@ int main(void)
                round);
         return 0;
     }
-    printf("rel_losing_cancel: KNOWN BUG (losing cancel) reproduced: in %d "
+    printf("rel_losing_cancel: FAILED: losing cancel: in %d "
            "of %d rounds ctx_cancel() returned with live descendants (%d in "
            "all)\n",
            rounds_bad, round, live_seen);
-    return rel_env_long("CTX_KNOWN_BUGS_FAIL", 0) ? 1 : 77;
+    return 1;
 }

@@ -69,7 +69,9 @@ void bench_on_threads(int nthreads, void (*fn)(int id, void *arg), void *arg);
 
 /* The malloc shim. Per-thread counters of allocations and of their
  * malloc_usable_size() (the allocator's view, as Go's B/op counts size-class
- * bytes). bench_live_begin()/end() measure, process-wide, the net live
+ * bytes), kept only in bench_run()'s separate counting run (a quarter of
+ * the timed iterations, after them), so that timed runs pay nothing for
+ * them. bench_live_begin()/end() measure, process-wide, the net live
  * chunks and usable bytes and the gross requested bytes in between. */
 void bench_alloc_counters(uint64_t *allocs, uint64_t *bytes);
 struct bench_live {

@@ -14,9 +14,14 @@ if ! cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Debug -DCTX_SANITIZE=address \
   tail -n 40 "$dir.log"; exit 1
 fi
 # Build only what `ctest -L reliability` runs: the test names are the targets.
-targets=$(cd "$dir" || exit 1
+targets=$(cd "$dir" && ctest -N -L reliability | sed -n 's/^ *Test *#[0-9]*: *//p')
+# shellcheck disable=SC2086
+if [ -z "$targets" ] || ! cmake --build "$dir" -j"$jobs" --target $targets >>"$dir.log" 2>&1; then
+  tail -n 40 "$dir.log"; exit 1
+fi
+cd "$dir" || exit 1
 rc=0
 ctest -L reliability --output-on-failure -j"$jobs" || rc=1
-# The figures each test prints (failure points, soak rates, ...).
+# The figures each test prints (failure points, soak rate, ...).
 grep -hE '^(rel_[a-z_]+:|fuzz replay:)' Testing/Temporary/LastTest.log
 exit $rc

@@ -22,6 +22,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -104,11 +105,18 @@ struct fx {
     struct fdrec fds[MAXN];
     int nfds;
     long param;
+#ifdef REL_HAVE_GROUP
+    ctx_group_t *group;
+    int group_started; /* functions started successfully */
+#endif
     int values_made; /* value contexts made, each with a counted destroy */
     int fd_allowance; /* fds that may outlive the iteration (shared fd) */
 };
 
 static atomic_long destroys;
+#ifdef REL_HAVE_GROUP
+static atomic_int group_runs;
+#endif
 static int value_token;
 static const ctx_key_t key_a = CTX_KEY("a");
 static const ctx_key_t key_b = CTX_KEY("b");
@@ -295,6 +303,16 @@ static void fx_verify_teardown(struct fx *f, int fds_before)
     for (int i = 0; i < f->nfds; i++)
         REL_EQ(fd_readable(f->fds[i].fd), ctx_is_done(f->fds[i].c));
 
+#ifdef REL_HAVE_GROUP
+    if (f->group != NULL) {
+        ctx_t *gc = ctx_group_ctx(f->group);
+        REL_EQ(ctx_err(gc), CTX_CANCELED); /* a child of root */
+        REL_EQ(ctx_cause(gc), CAUSE_ROOT);
+        REL_EQ(ctx_group_wait(f->group), 0);
+        REL_EQ(atomic_exchange(&group_runs, 0), f->group_started);
+        ctx_group_free(f->group);
+    }
+#endif
     /* Teardown: every registration ends with one stop. */
     REL_CHECK(!ctx_after_stop(f->fixture_reg), "stop after fn ran");
     for (int i = 0; i < f->nregs; i++) {
@@ -625,6 +643,92 @@ static void setup_afters(struct fx *f)
     }
 }
 
+/* ---- the helpers (ctx/io.h, ctx/group.h, ctx/sigctx.h) ---------------- */
+#ifdef REL_HAVE_GROUP
+static int group_fn(ctx_t *ctx, void *arg)
+{
+    (void)ctx;
+    (void)arg;
+    atomic_fetch_add(&group_runs, 1);
+    return 0;
+}
+static int op_group_new(struct fx *f)
+{
+    f->group = ctx_group_new(f->root, 0);
+    if (f->group == NULL) {
+        REL_EQ(errno, ENOMEM);
+        return errno;
+    }
+    REL_CHECK(!ctx_is_done(ctx_group_ctx(f->group)), "group ctx done");
+    return 0;
+}
+static void setup_group(struct fx *f)
+{
+    f->group = ctx_group_new(f->root, 0);
+    REL_CHECK(f->group != NULL, "setup");
+    REL_EQ(ctx_group_go(f->group, group_fn, NULL), 0);
+    f->group_started = 1;
+}
+static int op_group_go(struct fx *f)
+{
+    int e = ctx_group_go(f->group, group_fn, NULL);
+    if (e != 0) {
+        REL_CHECK(e == ENOMEM || e == EAGAIN, "group_go: %d", e);
+        return e;
+    }
+    f->group_started++;
+    return 0;
+}
+#endif
+#ifdef REL_HAVE_SIGNAL
+static int op_signals(struct fx *f)
+{
+    static const int sigs[] = {SIGUSR2};
+    f->fd_allowance = 2; /* the watcher's pipe goes with its thread */
+    ctx_t *c = ctx_with_signals(f->root, sigs, 1);
+    if (c == NULL) {
+        int e = errno;
+        REL_CHECK(e == ENOMEM || e == EAGAIN || e == EMFILE, "errno %d", e);
+        return e;
+    }
+    fx_add(f, c, EXP_ROOT, 0, 0);
+    return 0;
+}
+#endif
+#ifdef REL_HAVE_IO
+static int op_cond_wait(struct fx *f)
+{
+    pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+    ctx_t *t = f->made[0].c;
+    pthread_mutex_lock(&mu);
+    int e = ctx_cond_wait(t, &cv, &mu);
+    pthread_mutex_unlock(&mu);
+    if (e == ENOMEM)
+        return e;
+    REL_CHECK(e == 0 || e == CTX_DEADLINE_EXCEEDED, "cond_wait: %d", e);
+    return 0;
+}
+static int op_poll_many(struct fx *f)
+{
+    struct pollfd p[65];
+    for (int i = 0; i < 65; i++)
+        p[i] = (struct pollfd){.fd = -1, .events = POLLIN};
+    int r = ctx_poll(f->made[0].c, p, 65);
+    if (r < 0 && errno == ENOMEM)
+        return ENOMEM;
+    REL_CHECK(r == -1 && errno == CTX_DEADLINE_EXCEEDED, "poll: %d, %d", r,
+              errno);
+    return 0;
+}
+static void setup_short(struct fx *f)
+{
+    ctx_t *c = ctx_with_timeout(f->root, CTX_MILLISECOND);
+    REL_CHECK(c != NULL, "setup");
+    fx_add(f, c, EXP_TIMED, CTX_DEADLINE_EXCEEDED, CTX_DEADLINE_EXCEEDED);
+}
+#endif
+
 struct scenario {
     const char *name;
     int (*op)(struct fx *f);
@@ -675,6 +779,17 @@ static const struct scenario scenarios[] = {
     {"format", op_format, NULL, 0, 0},
     {"cancel, cancel_cause", op_cancel_op, setup_cancel_op, 0, 0},
     {"wait, wait_until", op_waits, NULL, 0, 0},
+#ifdef REL_HAVE_GROUP
+    {"ctx_group_new", op_group_new, NULL, 0, 0},
+    {"ctx_group_go", op_group_go, setup_group, 0, 0},
+#endif
+#ifdef REL_HAVE_SIGNAL
+    {"ctx_with_signals", op_signals, NULL, 0, 0},
+#endif
+#ifdef REL_HAVE_IO
+    {"ctx_cond_wait", op_cond_wait, setup_short, 0, 0},
+    {"ctx_poll (65 fds)", op_poll_many, setup_short, 0, 0},
+#endif
 };
 
 static char where[200];

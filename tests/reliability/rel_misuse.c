@@ -5,8 +5,9 @@
  * released too often) must not abort: checked in-process.
  *
  * Cases that work by reading a freed node or registration are skipped under
- * ASan (it reports the read first, which is also a catch, but not the one
- * under test); they run in the plain and fallback configurations. */
+ * ASan and TSan (both report the read as a heap-use-after-free first, which
+ * is also a catch, but not the one under test); they run in the plain and
+ * fallback configurations. */
 #include "ctx.h"
 #include "ctx_testing.h"
 #include "rel.h"

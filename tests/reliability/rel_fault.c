@@ -563,12 +563,12 @@ static int op_fd_deadline(struct fx *f)
 }
 static int op_fd_without(struct fx *f)
 {
-    f->fd_allowance = 1; /* the shared never-ready fd, made once */
+    f->fd_allowance = 2; /* the shared never-ready fd (a pipe: 2), once */
     return done_fd(f, f->w);
 }
 static int op_fd_bg(struct fx *f)
 {
-    f->fd_allowance = 1;
+    f->fd_allowance = 2;
     return done_fd(f, ctx_background());
 }
 static int op_format(struct fx *f)

@@ -184,9 +184,10 @@ int main(void)
     REL_EQ(ctx__live_contexts(), 0);
     REL_EQ(ctx__live_afters(), 0);
 #endif
-    /* The never-ready fd is shared and kept; the others are closed. */
+    /* The never-ready fd is shared and kept (with its pipe's write end in
+     * the fallback build); the others are closed. */
     int after = rel_count_fds();
-    REL_CHECK(after == baseline || after == baseline + 1,
+    REL_CHECK(after >= baseline && after <= baseline + 2,
               "fd leak: %d before, %d after", baseline, after);
     printf("rel_fdlimit: done_fd fails with EMFILE at the limit; cancel, "
            "waits, after-funcs and timers unaffected\n");

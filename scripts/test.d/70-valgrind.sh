@@ -28,10 +28,11 @@ exclude=""
 for t in $skip; do exclude="$exclude|^$t\$"; echo "valgrind: skipping $t (see the note in $0)"; done
 exclude=${exclude#|}
 cd "$dir" || exit 1
-# One retry: a few unit tests assert timings or "no live context" right after
-# a deadline fired (the timer thread may still hold its reference), which
-# valgrind's slowness can break once; a memcheck error or leak is found again.
-args=(-L unit --output-on-failure -j"$jobs" --repeat until-pass:2)
+# Serial, up to two retries: a few unit tests assert timings, or "no live
+# context" right after a deadline fired (the timer thread may still hold its
+# reference), which valgrind's slowness can break; a memcheck error or leak
+# is found again on the retry.
+args=(-L unit --output-on-failure --repeat until-pass:3)
 [ -n "$exclude" ] && args+=(-E "$exclude")
 rc=0
 ctest "${args[@]}" || rc=1

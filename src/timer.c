@@ -86,8 +86,10 @@ static void sift_down(struct shard *s, uint32_t sid, uint32_t i,
 
 static void remove_at(struct shard *s, uint32_t sid, uint32_t i)
 {
+    /* Release: pairs with ctx__timer_remove's lock-free check, after which
+     * the node may be freed. */
     atomic_store_explicit(&s->heap[i].node->u.c.heap_idx, CTX_NO_HEAP,
-                          memory_order_relaxed);
+                          memory_order_release);
     s->size--;
     if (i == s->size)
         return;
@@ -106,9 +108,13 @@ static ctx_time_t fire_shard(uint32_t sid)
     ctx_time_t now = ctx_now();
     while (s->size > 0 && s->heap[0].when <= now) {
         ctx_t *n = s->heap[0].node;
+        /* Take the reference before leaving the heap: once its slot says
+         * "not in a heap", a node whose count reached zero is freed without
+         * this lock, so remove_at must be the last touch of a dying node. */
+        bool alive = ctx__try_retain(n);
         remove_at(s, sid, 0);
-        if (!ctx__try_retain(n))
-            continue; /* being freed */
+        if (!alive)
+            continue;
         ctx__unlock(&s->lock);
         ctx__cancel(n, CTX_DEADLINE_EXCEEDED,
                     atomic_load_explicit(&n->u.c.cause, memory_order_relaxed));

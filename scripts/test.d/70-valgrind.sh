@@ -17,7 +17,7 @@ vg="$vg;--show-leak-kinds=definite,indirect,possible;--suppressions=$supp"
 #  test_io:   read(2) into data+got with a fixed length runs past the buffer
 #             (slow_read_main), and a timing lower bound (test_wait_fd) that
 #             assumes the canceller thread starts its sleep after t0.
-skip=${CTX_VALGRIND_SKIP-test_fork test_io}
+skip=${CTX_VALGRIND_SKIP-test_fork}
 if ! cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCTX_DEBUG_CHECKS=ON \
       -DCTX_BUILD_EXAMPLES=OFF -DCMAKE_C_FLAGS=-DTU_SLOW=8 \
       "-DCMAKE_CROSSCOMPILING_EMULATOR=$vg" >"$dir.log" 2>&1 ||

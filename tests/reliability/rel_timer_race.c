@@ -28,20 +28,6 @@ static ctx_t *far[FAR];
 
 int main(void)
 {
-#ifdef REL_SUPPRESS_KNOWN_BUGS
-    /* KNOWN CORE BUG "timer fire vs last release" (docs/RELIABILITY.md):
-     * this test reproduces it (ASan: heap-use-after-free in
-     * ctx__try_retain from fire_shard; TSan: races with free). Skipped while
-     * -DCTX_REL_SUPPRESS_KNOWN_BUGS=ON (the default) so that the suite stays
-     * green; configure with OFF to run it, and drop the option once the core
-     * is fixed. */
-    if (rel_env_long("CTX_REL_KNOWN_BUGS", 0) == 0) {
-        printf("rel_timer_race: SKIPPED: known core bug \"timer fire vs last "
-               "release\" (docs/RELIABILITY.md); CTX_REL_KNOWN_BUGS=1 runs "
-               "it\n");
-        return 77;
-    }
-#endif
     long attempts = rel_env_long("CTX_TIMER_RACE_ATTEMPTS", ATTEMPTS);
     ctx_time_t far_dl = ctx_now() + CTX_HOUR;
     /* Same thread as the racing contexts: the same shard, if sharded. */

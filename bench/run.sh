@@ -7,7 +7,8 @@
 # Knobs (environment):
 #   BENCH_ROUNDS=5          interleaved rounds (medians are taken over them)
 #   BENCH_TIME=200ms        -benchtime of every benchmark, Go and C alike
-#   BENCH_FILTER=.          regex of the benchmarks to run (Go's -bench syntax)
+#   BENCH_FILTER=.          regex of the benchmarks to run (Go splits it on '/'
+#                           into one pattern per sub-benchmark level; C does not)
 #   BENCH_SCALE=1           0 skips the scaling tables
 #   BENCH_SCALE_MAX=1000000 largest n of the scaling tables
 #   BENCH_RESULTS=bench/RESULTS.md   where the report goes
@@ -96,8 +97,11 @@ if [ "$SCALE" != 0 ]; then
 fi
 
 # ---- the machine, then the report --------------------------------------------------
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-git diff --quiet HEAD -- src include 2>/dev/null || commit="$commit+dirty"
+commit=unknown
+if command -v git >/dev/null 2>&1 && git rev-parse --git-dir >/dev/null 2>&1; then
+  commit=$(git rev-parse --short HEAD)
+  git diff --quiet HEAD -- src include || commit="$commit+dirty"
+fi
 cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/null || echo unknown)
 {
   echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC')"

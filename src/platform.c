@@ -65,6 +65,10 @@ void ctx__futex_wake_one(_Atomic uint32_t *addr)
     futex_wake(addr, 1);
 }
 
+void ctx__platform_init(void)
+{
+}
+
 int ctx__fd_make(int *wfd)
 {
     int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -131,6 +135,11 @@ static void park_once_init(void)
     pthread_atfork(park_prepare, park_parent, park_init_all);
 }
 
+void ctx__platform_init(void)
+{
+    pthread_once(&park_once, park_once_init);
+}
+
 static struct park_bucket *park_bucket(const void *addr)
 {
     pthread_once(&park_once, park_once_init);
@@ -143,6 +152,10 @@ static struct park_bucket *park_bucket(const void *addr)
 int ctx__futex_wait(_Atomic uint32_t *addr, uint32_t expected,
                     ctx_time_t deadline)
 {
+    /* A past deadline (negative ones included) must not reach
+     * pthread_cond_timedwait, which rejects negative fields with EINVAL. */
+    if (deadline != CTX_TIME_MAX && deadline <= ctx_now())
+        return ETIMEDOUT;
     struct park_bucket *b = park_bucket(addr);
     int r = 0;
     pthread_mutex_lock(&b->mu);

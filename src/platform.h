@@ -36,6 +36,12 @@ static inline void ctx__unlock(ctx__lock_t *l)
         ctx__futex_wake_one(l);
 }
 
+/* Sets up the platform layer's fork handlers. Whoever registers fork
+ * handlers that use ctx__lock must call it first: handlers registered earlier
+ * are prepared later and resumed earlier, so the parking lot's locks are then
+ * free while theirs run. */
+void ctx__platform_init(void);
+
 /* A done fd: returns the fd to poll (and sets *wfd to the end to signal, the
  * same fd for an eventfd), or -1 with errno. */
 int ctx__fd_make(int *wfd);

@@ -179,6 +179,7 @@ static void atfork_child(void)
 
 static void timer_init(void)
 {
+    ctx__platform_init(); /* its fork handlers must wrap ours */
     pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 }
 

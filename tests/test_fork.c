@@ -437,23 +437,6 @@ static void child_quick(void *arg)
 static void test_fork_while_busy(void **state)
 {
     (void)state;
-#ifndef CTX_HAVE_FUTEX
-    /* BUG (CTX_USE_FUTEX=OFF only): fork() deadlocks in the parent when
-     * another thread contends a timer shard lock. src/timer.c's atfork
-     * handlers take and release the shard locks with ctx__lock/ctx__unlock,
-     * whose slow path in the fallback sleeps and wakes through the parking
-     * table of src/platform.c. That table's own atfork handlers are
-     * registered later (first park use comes after timer_init), so its
-     * prepare runs first and holds every bucket mutex while the timer's
-     * prepare/parent handlers run: atfork_parent -> ctx__unlock (word 2) ->
-     * ctx__futex_wake_one -> pthread_mutex_lock(bucket) held by the same
-     * thread. Seen with gdb: main thread in atfork_parent blocked on
-     * park_table, a busy thread in ctx__timer_insert -> ctx__lock_slow.
-     * Fix idea: register the park handlers before the timer's (e.g. run
-     * park_once from timer_init), or use pthread mutexes in the atfork path.
-     * Hangs about 1 run in 5 here. */
-    skip();
-#endif
     atomic_store(&stop_busy, false);
     pthread_t th[2];
     for (int i = 0; i < 2; i++)

@@ -226,16 +226,6 @@ static void test_wait_until_past(void **state)
 static void test_wait_until_negative(void **state)
 {
     (void)state;
-#ifndef CTX_HAVE_FUTEX
-    /* BUG (CTX_USE_FUTEX=OFF only): ctx_wait_until() with a negative `until`
-     * never returns. The fallback ctx__futex_wait() in src/platform.c hands
-     * pthread_cond_timedwait() a timespec with negative fields, which gives
-     * EINVAL, not ETIMEDOUT, and wait.c loops until ETIMEDOUT: a busy loop,
-     * forever (background and live contexts alike). The futex version checks
-     * `deadline <= ctx_now()` first. Reproducer: ctx_wait_until(
-     * ctx_background(), -1). */
-    skip();
-#endif
     ctx_t *c = ctx_with_cancel(ctx_background());
     ctx_t *w = ctx_without_cancel(c);
     ctx_t *list[] = {c, w, ctx_background()};

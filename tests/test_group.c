@@ -9,35 +9,9 @@
 
 #define MS CTX_MILLISECOND
 
-static int threads_before, fds_before;
 
-/* A joined thread can linger in /proc/self/task for a moment (the kernel
- * wakes the joiner before the task is fully gone): poll up to 1 s. */
-static int settled_threads(int want)
-{
-    ctx_time_t end = ctx_now() + CTX_SECOND;
-    int n;
-    while ((n = tu_threads()) != want && ctx_now() < end)
-        tu_sleep(CTX_MILLISECOND / 2);
-    return n;
-}
 
-static int setup(void **state)
-{
-    (void)state;
-    threads_before = tu_threads();
-    fds_before = tu_open_fds();
-    return 0;
-}
 
-static int teardown(void **state)
-{
-    (void)state;
-    assert_int_equal(settled_threads(threads_before), threads_before);
-    assert_int_equal(tu_open_fds(), fds_before);
-    tu_assert_no_live();
-    return 0;
-}
 
 static atomic_int calls, running, max_running;
 
@@ -71,12 +45,12 @@ static void test_all_succeed(void **state)
     ctx_t *gc = ctx_group_ctx(g);
     for (int i = 0; i < 5; i++)
         assert_int_equal(ctx_group_go(g, count_fn, NULL), 0);
-    assert_true(tu_threads() >= threads_before + 1);
+    assert_true(tu_threads() >= tu_threads_before + 1);
     assert_int_equal(ctx_group_wait(g), 0);
     assert_int_equal(atomic_load(&calls), 5);
     assert_int_equal(ctx_group_running(g), 0);
     /* every thread joined by the time wait returns */
-    assert_int_equal(settled_threads(threads_before), threads_before);
+    assert_int_equal(tu_settled_threads(tu_threads_before), tu_threads_before);
     /* like errgroup, the context is cancelled once Wait returns */
     assert_int_equal(ctx_err(gc), ECANCELED);
     assert_int_equal(ctx_cause(gc), ECANCELED);
@@ -113,7 +87,7 @@ static void test_first_error_cancels(void **state)
     assert_int_equal(atomic_load(&stopped_err), ECANCELED);
     assert_int_equal(ctx_err(ctx_group_ctx(g)), ECANCELED);
     assert_int_equal(ctx_cause(ctx_group_ctx(g)), EIO);
-    assert_int_equal(settled_threads(threads_before), threads_before);
+    assert_int_equal(tu_settled_threads(tu_threads_before), tu_threads_before);
     ctx_group_free(g);
 }
 
@@ -134,7 +108,7 @@ static void test_limit(void **state)
     assert_int_equal(atomic_load(&calls), 6);
     assert_int_equal(atomic_load(&max_running), 2);
     /* threads are reaped as they finish: never more than limit + 1 */
-    assert_int_equal(settled_threads(threads_before), threads_before);
+    assert_int_equal(tu_settled_threads(tu_threads_before), tu_threads_before);
     assert_int_equal(ctx_group_try_go(g, count_fn, NULL), 0);
     assert_int_equal(ctx_group_wait(g), 0);
     ctx_group_free(g);
@@ -180,7 +154,7 @@ static void test_free_waits(void **state)
     assert_int_equal(ctx_group_go(g, count_fn, NULL), 0);
     ctx_group_free(g); /* joins first: no thread left behind */
     assert_int_equal(atomic_load(&calls), 1);
-    assert_int_equal(settled_threads(threads_before), threads_before);
+    assert_int_equal(tu_settled_threads(tu_threads_before), tu_threads_before);
 }
 
 static void test_bad_input(void **state)
@@ -204,14 +178,14 @@ int main(void)
 {
     ctx_release(ctx_with_timeout(ctx_background(), CTX_HOUR)); /* timer */
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_all_succeed, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_first_error_cancels, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_limit, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_nested_and_parent, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_free_waits, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_all_succeed, tu_count_setup, tu_count_teardown),
+        cmocka_unit_test_setup_teardown(test_first_error_cancels, tu_count_setup,
+                                        tu_count_teardown),
+        cmocka_unit_test_setup_teardown(test_limit, tu_count_setup, tu_count_teardown),
+        cmocka_unit_test_setup_teardown(test_nested_and_parent, tu_count_setup,
+                                        tu_count_teardown),
+        cmocka_unit_test_setup_teardown(test_free_waits, tu_count_setup, tu_count_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_input, tu_count_setup, tu_count_teardown),
     };
     return cmocka_run_group_tests_name("group", tests, NULL, NULL);
 }

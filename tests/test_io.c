@@ -16,37 +16,9 @@
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static int fds_before, threads_before;
 
-/* A joined thread can linger in /proc/self/task for a moment (the kernel
- * wakes the joiner before the task is fully gone): poll up to 1 s. */
-static int settled_threads(int want)
-{
-    ctx_time_t end = ctx_now() + CTX_SECOND;
-    int n;
-    while ((n = tu_threads()) != want && ctx_now() < end)
-        tu_sleep(CTX_MILLISECOND / 2);
-    return n;
-}
 
-static int setup(void **state)
-{
-    (void)state;
-    fds_before = tu_open_fds();
-    threads_before = tu_threads();
-    return 0;
-}
 
-/* Every test ends with the same fds and threads it started with (threads
- * the test joined are gone from /proc at once). */
-static int teardown(void **state)
-{
-    (void)state;
-    assert_int_equal(tu_open_fds(), fds_before);
-    assert_int_equal(settled_threads(threads_before), threads_before);
-    tu_assert_no_live();
-    return 0;
-}
 
 /* Process-wide resources made once, on first use, by the core: the timer
  * thread and the never-ready fd of the roots. Made before counting. */
@@ -975,24 +947,24 @@ int main(void)
     signal(SIGPIPE, SIG_DFL); /* EPIPE must come from MSG_NOSIGNAL */
     warm_up();
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_sleep, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_sleep_eintr, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_wait_fd, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_poll_many, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_wait_fd_eintr, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_read, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_read_eintr, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_write_all_partial, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_write_all_cancel, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_write_all_eintr, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_write_all_errors, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_connect_accept, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_connect_deadline, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_accept_eintr, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_cond_wait_pred, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_cond_wait_plain, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_cond_wait_race, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sleep, tu_count_setup, tu_count_teardown),
+        cmocka_unit_test_setup_teardown(test_sleep_eintr, tu_count_setup, tu_count_teardown),
+        cmocka_unit_test_setup_teardown(test_wait_fd, tu_count_setup, tu_count_teardown),
+        cmocka_unit_test_setup_teardown(test_poll_many, tu_count_setup, tu_count_teardown),
+        cmocka_unit_test_setup_teardown(test_wait_fd_eintr, tu_count_setup, tu_count_teardown),
+        cmocka_unit_test_setup_teardown(test_read, tu_count_setup, tu_count_teardown),
+        cmocka_unit_test_setup_teardown(test_read_eintr, tu_count_setup, tu_count_teardown),
+        cmocka_unit_test_setup_teardown(test_write_all_partial, tu_count_setup,
+                                        tu_count_teardown),
+        cmocka_unit_test_setup_teardown(test_write_all_cancel, tu_count_setup, tu_count_teardown),
+        cmocka_unit_test_setup_teardown(test_write_all_eintr, tu_count_setup, tu_count_teardown),
+        cmocka_unit_test_setup_teardown(test_write_all_errors, tu_count_setup, tu_count_teardown),
+        cmocka_unit_test_setup_teardown(test_connect_accept, tu_count_setup, tu_count_teardown),
+        cmocka_unit_test_setup_teardown(test_connect_deadline, tu_count_setup, tu_count_teardown),
+        cmocka_unit_test_setup_teardown(test_accept_eintr, tu_count_setup, tu_count_teardown),
+        cmocka_unit_test_setup_teardown(test_cond_wait_pred, tu_count_setup, tu_count_teardown),
+        cmocka_unit_test_setup_teardown(test_cond_wait_plain, tu_count_setup, tu_count_teardown),
+        cmocka_unit_test_setup_teardown(test_cond_wait_race, tu_count_setup, tu_count_teardown),
     };
     return cmocka_run_group_tests_name("io", tests, NULL, NULL);
 }

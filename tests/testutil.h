@@ -240,4 +240,38 @@ static inline void tu_settle(void)
         tu_sleep(100 * CTX_MICROSECOND);
 #endif
 }
+
+/* Resource accounting around a test, as cmocka setup/teardown: a test ends
+ * with the fds and threads it started with, and no live context. */
+static int tu_fds_before __attribute__((unused));
+static int tu_threads_before __attribute__((unused));
+
+/* A joined thread can linger in /proc/self/task for a moment (the kernel
+ * wakes the joiner before the task is fully gone): poll up to 1 s. */
+static inline int tu_settled_threads(int want)
+{
+    ctx_time_t end = ctx_now() + CTX_SECOND;
+    int n;
+    while ((n = tu_threads()) != want && ctx_now() < end)
+        tu_sleep(CTX_MILLISECOND / 2);
+    return n;
+}
+
+static inline int tu_count_setup(void **state)
+{
+    (void)state;
+    tu_fds_before = tu_open_fds();
+    tu_threads_before = tu_threads();
+    return 0;
+}
+
+static inline int tu_count_teardown(void **state)
+{
+    (void)state;
+    assert_int_equal(tu_open_fds(), tu_fds_before);
+    assert_int_equal(tu_settled_threads(tu_threads_before), tu_threads_before);
+    tu_assert_no_live();
+    return 0;
+}
+
 #endif /* TU_SETTLE_HELPER */

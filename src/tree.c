@@ -201,10 +201,17 @@ CTX_API void ctx_release(ctx_t *c)
      * stack. */
     while (c != NULL && !(c->flags & CTX_F_STATIC)) {
         CTX_CHECK(c);
-        /* acq_rel rather than release plus a fence: the same code on x86,
-         * and TSan understands it. */
-        uint32_t old =
-            atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel);
+        /* The last owner of a node that no timer entry can resurrect
+         * (try_retain) needs no read-modify-write: with one reference,
+         * nobody else can take another. */
+        uint32_t old;
+        if (!(c->flags & CTX_F_OWN_DEADLINE) &&
+            atomic_load_explicit(&c->refs, memory_order_acquire) == 1)
+            old = 1;
+        else
+            /* acq_rel rather than release plus a fence: the same code on
+             * x86, and TSan understands it. */
+            old = atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel);
         if (old != 1) {
 #ifdef CTX_DEBUG
             if (old == 0)
@@ -223,10 +230,13 @@ static void mark_done(ctx_t *n, int err, int cause, struct ctx__run *run)
 {
     struct ctx_cancel_part *k = &n->u.c;
     atomic_store_explicit(&k->cause, cause, memory_order_relaxed);
-    /* seq_cst: pairs with the waiter's increment-then-check and with the
-     * creator's timer-insert-then-check. */
-    atomic_store_explicit(&k->err, (uint32_t)err, memory_order_seq_cst);
-    if (atomic_load_explicit(&k->waiters, memory_order_seq_cst) != 0)
+    /* Waiters register under this lock, so only a node in the timer heap
+     * needs seq_cst (it pairs with the creator's insert-then-check). */
+    if (n->flags & CTX_F_OWN_DEADLINE)
+        atomic_store_explicit(&k->err, (uint32_t)err, memory_order_seq_cst);
+    else
+        atomic_store_explicit(&k->err, (uint32_t)err, memory_order_release);
+    if (atomic_load_explicit(&k->waiters, memory_order_relaxed) != 0)
         ctx__futex_wake_all(&k->err);
     if (atomic_load_explicit(&k->done_fd, memory_order_relaxed) >= 0)
         ctx__done_signal(n);
@@ -342,20 +352,32 @@ static ctx_t *cancel_new(ctx_t *parent, bool own, ctx_time_t deadline,
     }
 
     int perr = 0, pcause = 0;
+    bool linked = false;
     if (p != NULL) {
-        ctx__lock(&p->u.c.lock);
+        /* A done parent stays done: no lock needed to see it. */
         perr = ctx__load_err(p);
-        if (perr == 0 && !past)
-            link_child(p, c);
-        else if (perr != 0)
+        if (perr == 0 && !past) {
+            ctx__lock(&p->u.c.lock);
+            perr = ctx__load_err(p);
+            if (perr == 0) {
+                link_child(p, c);
+                linked = true;
+            }
+            ctx__unlock(&p->u.c.lock);
+        }
+        if (perr != 0)
             pcause = atomic_load_explicit(&p->u.c.cause, memory_order_relaxed);
-        ctx__unlock(&p->u.c.lock);
     }
-    if (perr != 0) {
-        ctx__cancel(c, perr, pcause);
-    } else if (past) {
-        ctx__cancel(c, CTX_DEADLINE_EXCEEDED,
-                    atomic_load_explicit(&k->cause, memory_order_relaxed));
+    if (!linked) /* nothing to detach from, ever */
+        atomic_store_explicit(&c->self_detached, 1, memory_order_relaxed);
+    if (perr != 0 || past) {
+        /* Done at birth. No other thread can see c yet: no waiter, child,
+         * after-func, fd or timer entry to deal with, so no lock. */
+        int e = perr != 0 ? perr : CTX_DEADLINE_EXCEEDED;
+        int ca = perr != 0 ? pcause
+                           : atomic_load_explicit(&k->cause, memory_order_relaxed);
+        atomic_store_explicit(&k->cause, ca, memory_order_relaxed);
+        atomic_store_explicit(&k->err, (uint32_t)e, memory_order_release);
     } else if (own && deadline != CTX_TIME_MAX) {
         int e = ctx__timer_insert(c);
         if (e != 0) {

@@ -19,11 +19,16 @@ CTX_API int ctx_wait_until(ctx_t *c, ctx_time_t until)
     int e = ctx__load_err(s);
     if (e != 0)
         return e;
-    /* Announce ourselves, then check again: mark_done stores err before it
-     * reads waiters, so one of us sees the other. */
-    atomic_fetch_add_explicit(&s->u.c.waiters, 1, memory_order_seq_cst);
+    /* Register under the node's lock: cancel reads waiters under it. */
+    ctx__lock(&s->u.c.lock);
+    e = ctx__load_err(s);
+    if (e == 0)
+        atomic_fetch_add_explicit(&s->u.c.waiters, 1, memory_order_relaxed);
+    ctx__unlock(&s->u.c.lock);
+    if (e != 0)
+        return e;
     for (;;) {
-        e = (int)atomic_load_explicit(&s->u.c.err, memory_order_seq_cst);
+        e = ctx__load_err(s);
         if (e != 0)
             break;
         if (ctx__futex_wait(&s->u.c.err, 0, until) == ETIMEDOUT) {

@@ -167,6 +167,32 @@ CTX_API bool ctx_deadline(ctx_t *ctx, ctx_time_t *deadline);
  * stay readable after cancellation. */
 CTX_API void *ctx_value(ctx_t *ctx, const ctx_key_t *key);
 
+/* ctx_is_done() and ctx_err() are also inline (GCC and Clang): the check a
+ * loop makes on every iteration then costs a load and a compare, not a call.
+ * They read the start of a context, which is part of the ABI (SOVERSION 1):
+ * every context begins with this view, and the context that holds its
+ * cancel state keeps err right after it. Define CTX_NO_INLINE_QUERIES to
+ * call the functions instead. */
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(CTX_NO_INLINE_QUERIES)
+struct __attribute__((may_alias)) ctx__view {
+    uint32_t reserved0_;
+    uint8_t reserved1_[4];
+    const void *reserved2_;
+    const struct ctx__view *src; /* the holder of the cancel state, or NULL */
+    uint32_t err;                /* meaningful in a holder only */
+};
+
+static inline int ctx__err_inline(ctx_t *ctx)
+{
+    const struct ctx__view *v = (const struct ctx__view *)(const void *)ctx;
+    if (v == NULL || v->src == NULL)
+        return 0;
+    return (int)__atomic_load_n(&v->src->err, __ATOMIC_ACQUIRE);
+}
+#define ctx_is_done(ctx) (ctx__err_inline(ctx) != 0)
+#define ctx_err(ctx) ctx__err_inline(ctx)
+#endif
+
 /*
  * Waiting. Waiters sleep on the context's err word (futex on Linux) and cost
  * nothing while nobody waits.

@@ -441,7 +441,8 @@ CTX_API ctx_t *ctx_without_cancel(ctx_t *parent)
     return c;
 }
 
-CTX_API bool ctx_is_done(ctx_t *c)
+/* Parenthesised: ctx.h also defines these names as inline macros. */
+CTX_API bool (ctx_is_done)(ctx_t *c)
 {
     if (c == NULL)
         return false;
@@ -449,7 +450,7 @@ CTX_API bool ctx_is_done(ctx_t *c)
     return s != NULL && ctx__load_err(s) != 0;
 }
 
-CTX_API int ctx_err(ctx_t *c)
+CTX_API int (ctx_err)(ctx_t *c)
 {
     if (c == NULL)
         return 0;
@@ -475,6 +476,13 @@ CTX_API bool ctx_deadline(ctx_t *c, ctx_time_t *deadline)
         *deadline = c->src->u.c.deadline;
     return true;
 }
+
+/* The inline queries of ctx.h read this layout. */
+_Static_assert(offsetof(struct ctx, src) == offsetof(struct ctx__view, src),
+               "ctx.h's view of a context: src");
+_Static_assert(offsetof(struct ctx, u.c.err) ==
+                   offsetof(struct ctx__view, err),
+               "ctx.h's view of a context: err");
 
 /* The memory target of DESIGN.md section 3. */
 _Static_assert(CTX_CANCEL_SIZE <= 96, "a cancel context must fit in 96 bytes");

@@ -390,6 +390,34 @@ static void test_defer_cancel_macro(void **state)
     tu_assert_no_live();
 }
 
+static void test_inline_and_function_queries_agree(void **state)
+{
+    (void)state;
+    static const ctx_key_t k = CTX_KEY("k");
+    bool (*is_done)(ctx_t *) = ctx_is_done; /* the exported functions */
+    int (*err)(ctx_t *) = ctx_err;
+    ctx_t *p = ctx_with_cancel(ctx_background());
+    ctx_t *v = ctx_with_value(p, &k, NULL, NULL);
+    ctx_t *w = ctx_without_cancel(v);
+    ctx_t *all[] = {ctx_background(), ctx_todo(), p, v, w, NULL};
+    for (int round = 0; round < 2; round++) {
+        for (size_t i = 0; i < sizeof all / sizeof *all; i++) {
+            assert_int_equal(ctx_is_done(all[i]), is_done(all[i]));
+            assert_int_equal((ctx_is_done)(all[i]), is_done(all[i]));
+            assert_int_equal(ctx_err(all[i]), err(all[i]));
+            assert_int_equal((ctx_err)(all[i]), err(all[i]));
+        }
+        ctx_cancel_cause(p, EIO);
+    }
+    assert_true(ctx_is_done(v));
+    assert_int_equal(ctx_err(v), CTX_CANCELED);
+    assert_false(ctx_is_done(w));
+    ctx_release(w);
+    ctx_release(v);
+    ctx_release(p);
+    tu_assert_no_live();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -406,6 +434,7 @@ int main(void)
         cmocka_unit_test(test_deep_chain),
         cmocka_unit_test(test_cancel_wide_tree),
         cmocka_unit_test(test_defer_cancel_macro),
+        cmocka_unit_test(test_inline_and_function_queries_agree),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

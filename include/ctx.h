@@ -103,8 +103,10 @@ CTX_API ctx_t *ctx_with_cancel(ctx_t *parent);
 /* A cancellable child that is also done at `deadline` with err
  * CTX_DEADLINE_EXCEEDED and cause `cause` (or CTX_DEADLINE_EXCEEDED when
  * cause is 0). If the parent's deadline is earlier, this is ctx_with_cancel()
- * and ctx_deadline() reports the parent's. A deadline at or before now gives
- * a child done at birth. No thread or fd is used per context: one timer
+ * and ctx_deadline() reports the parent's (the child is then done when the
+ * parent is: if the parent's deadline has just passed, a few microseconds
+ * later, when the timer thread reaches it). Otherwise a deadline at or
+ * before now gives a child done at birth. No thread or fd is used per context: one timer
  * thread serves the process. */
 CTX_API ctx_t *ctx_with_deadline(ctx_t *parent, ctx_time_t deadline);
 CTX_API ctx_t *ctx_with_deadline_cause(ctx_t *parent, ctx_time_t deadline,
@@ -208,9 +210,10 @@ CTX_API int ctx_wait_until(ctx_t *ctx, ctx_time_t until);
  * readable (level-triggered, like a closed channel), for poll/epoll/select
  * and event loops. Made on the first call (no fd otherwise) and owned by the
  * context: do not read from, write to or close it; it is closed when the
- * last context sharing it is freed. Value and without_cancel contexts share
- * the fd of their nearest cancellable ancestor. A context that can never be
- * done returns a valid fd that never becomes readable (shared, never closed).
+ * last context sharing it is freed. Value contexts share the fd of their
+ * nearest cancellable ancestor. A context that can never be done (the roots,
+ * without_cancel and the value contexts below them) returns a valid fd that
+ * never becomes readable (one for the process, never closed).
  * Returns -1 with errno EINVAL (NULL), EMFILE/ENFILE (no fd left) or ENOMEM;
  * the context works as before without it. */
 CTX_API int ctx_done_fd(ctx_t *ctx);
@@ -247,7 +250,10 @@ CTX_API size_t ctx_format(ctx_t *ctx, char *buf, size_t size);
 
 /* A static, thread-safe description of an error number: "context canceled"
  * for CTX_CANCELED, "context deadline exceeded" for CTX_DEADLINE_EXCEEDED,
- * the system's text for other errno values, "unknown error" otherwise. */
+ * "success" for 0, the library's own text for the errors it returns itself
+ * (EINVAL, ENOMEM, EAGAIN, EMFILE, ENFILE, EBADF, EINTR), the system's text
+ * for other errno values where the C library offers a thread-safe one (glibc
+ * 2.32 and later), and "unknown error" otherwise. Never NULL. */
 CTX_API const char *ctx_strerror(int err);
 
 /* Go's `defer cancel()`: a context variable that is cancelled (if it can be)

@@ -201,7 +201,8 @@ ssize_t ctx_write_all(ctx_t *ctx, int fd, const void *buf, size_t n,
     size_t done = 0;
     if (written != NULL)
         *written = 0;
-    if (ctx == NULL || (buf == NULL && n > 0))
+    /* n must fit the ssize_t the call returns. */
+    if (ctx == NULL || (buf == NULL && n > 0) || n > SSIZE_MAX)
         return fail(EINVAL);
     if (fd < 0)
         return fail(EBADF);

@@ -1,7 +1,11 @@
 /* Signal contexts (Go's signal.NotifyContext). The handler only writes the
  * signal number to a pipe (async-signal-safe); a watcher thread reads it and
  * cancels the contexts watching that signal. The handler, the pipe and the
- * thread exist only while at least one signal context is live. */
+ * thread exist only while at least one signal context is live.
+ *
+ * The watcher is detached and frees itself: ending the last signal context
+ * never waits for it, since it may be busy running another context's
+ * after-funcs (user code that may wait for the thread that ends it). */
 #include "ctx/sigctx.h"
 
 #include "alloc.h"
@@ -23,6 +27,7 @@ static const ctx_key_t box_key = CTX_KEY("signal");
 
 struct entry {
     struct entry *next, *prev;
+    unsigned gen; /* fork generation: entries from before fork() are inert */
     ctx_t *ctx; /* own reference, dropped when the entry ends */
     struct box *box;
     ctx_after_t *reg;
@@ -35,15 +40,17 @@ struct entry {
 };
 
 struct watcher {
-    pthread_t tid;
+    struct watcher *next; /* in `watchers`, until its pipe is closed */
     int rfd, wfd;
-    bool stop;   /* leave the loop */
-    bool detach; /* stopped from its own thread: nobody joins it */
+    bool stop; /* leave the loop */
 };
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static struct entry *entries;
 static struct watcher *cur;
+static struct watcher *watchers; /* every watcher whose pipe is open */
+static unsigned gen;             /* bumped in a forked child */
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
 static unsigned watching[NSIG];
 static struct sigaction saved[NSIG];
 
@@ -72,18 +79,26 @@ static void deliver(int sig)
     enum { BATCH = 32 };
     for (;;) {
         ctx_t *batch[BATCH];
+        struct box *boxes[BATCH];
         int nb = 0;
         pthread_mutex_lock(&mu);
         for (struct entry *e = entries; e != NULL && nb < BATCH; e = e->next) {
-            if (e->fired || !sigismember(&e->set, sig))
+            /* A context already ended otherwise (its on_done has not
+             * unlinked it yet) was not cancelled by this signal. */
+            if (e->fired || !sigismember(&e->set, sig) ||
+                ctx_is_done(e->ctx))
                 continue;
             e->fired = true;
             atomic_store(&e->box->sig, sig);
+            boxes[nb] = e->box; /* lives in a parent of e->ctx */
             batch[nb++] = ctx_retain(e->ctx);
         }
         pthread_mutex_unlock(&mu);
         for (int i = 0; i < nb; i++) {
             (void)ctx_cancel_cause(batch[i], EINTR);
+            /* Another cancellation won the race: not the signal's doing. */
+            if (ctx_cause(batch[i]) != EINTR)
+                atomic_store(&boxes[i]->sig, 0);
             ctx_release(batch[i]);
         }
         if (nb < BATCH)
@@ -109,19 +124,29 @@ static void *watch_main(void *arg)
         if (stop)
             break;
     }
+    pthread_mutex_lock(&mu);
+    if (cur == w) { /* the read failed: nobody stopped us */
+        cur = NULL;
+        atomic_store(&handler_fd, -1);
+    }
+    pthread_mutex_unlock(&mu);
     /* handler_fd no longer names our pipe; wait out a handler that loaded
      * it before, so that it never writes into a reused fd number. */
     while (atomic_load(&in_handler) != 0)
         sched_yield();
+    /* Closed under mu, so that a fork() sees the pipe open and listed, or
+     * closed and unlisted. */
+    pthread_mutex_lock(&mu);
     close(w->rfd);
     close(w->wfd);
-    pthread_mutex_lock(&mu);
-    bool detach = w->detach;
-    pthread_mutex_unlock(&mu);
-    if (detach) {
-        pthread_detach(pthread_self());
-        ctx__free(w);
+    for (struct watcher **pw = &watchers; *pw != NULL; pw = &(*pw)->next) {
+        if (*pw == w) {
+            *pw = w->next;
+            break;
+        }
     }
+    pthread_mutex_unlock(&mu);
+    ctx__free(w);
     return NULL;
 }
 
@@ -140,11 +165,18 @@ static int start_watcher(void)
     (void)fcntl(fds[1], F_SETFL, O_NONBLOCK);
     w->rfd = fds[0];
     w->wfd = fds[1];
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    int err = pthread_create(&w->tid, NULL, watch_main, w);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_t attr;
+    int err = pthread_attr_init(&attr);
+    if (err == 0) {
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        pthread_t tid;
+        err = pthread_create(&tid, &attr, watch_main, w);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        pthread_attr_destroy(&attr);
+    }
     if (err != 0) {
         close(fds[0]);
         close(fds[1]);
@@ -152,14 +184,15 @@ static int start_watcher(void)
         return err;
     }
     cur = w;
+    w->next = watchers;
+    watchers = w;
     atomic_store(&handler_fd, w->wfd);
     return 0;
 }
 
 /* Under mu: unlinks e, restores the dispositions nobody watches any more,
- * and stops the watcher when e was the last entry. Returns a watcher that
- * the caller must join (after unlocking) and free, or NULL. */
-static struct watcher *remove_locked(struct entry *e)
+ * and stops the watcher when e was the last entry (it exits on its own). */
+static void remove_locked(struct entry *e)
 {
     if (e->prev != NULL)
         e->prev->next = e->next;
@@ -173,27 +206,18 @@ static struct watcher *remove_locked(struct entry *e)
             sigaction(s, &saved[s], NULL);
     }
     if (entries != NULL || cur == NULL)
-        return NULL;
+        return;
     struct watcher *w = cur;
     cur = NULL;
     atomic_store(&handler_fd, -1);
     w->stop = true;
-    if (pthread_equal(pthread_self(), w->tid)) {
-        w->detach = true; /* it cannot join itself */
-        return NULL;
-    }
     unsigned char zero = 0;
     ssize_t r = write(w->wfd, &zero, 1);
     (void)r; /* a full pipe wakes the reader as well */
-    return w;
 }
 
-static void finish_entry(struct entry *e, struct watcher *w)
+static void finish_entry(struct entry *e)
 {
-    if (w != NULL) {
-        pthread_join(w->tid, NULL);
-        ctx__free(w);
-    }
     ctx_after_stop(e->reg);
     ctx_release(e->ctx);
     ctx__free(e);
@@ -204,14 +228,63 @@ static void on_done(void *arg)
 {
     struct entry *e = arg;
     pthread_mutex_lock(&mu);
+    if (e->gen != gen) {
+        /* Made before fork(), in this forked child: not in the lists any
+         * more, and its context is the parent's. Leave it alone. */
+        pthread_mutex_unlock(&mu);
+        return;
+    }
     if (!e->registered) {
         e->ended_early = true; /* ctx_with_signals() finishes it */
         pthread_mutex_unlock(&mu);
         return;
     }
-    struct watcher *w = remove_locked(e);
+    remove_locked(e);
     pthread_mutex_unlock(&mu);
-    finish_entry(e, w);
+    finish_entry(e);
+}
+
+/* fork(): the child has no watcher thread, and the parent's signal contexts
+ * are not usable there. Give the child a clean slate: the program's own
+ * dispositions back, the watchers' pipes closed (the child's handler must
+ * never write into the parent's pipe), no entries; the child may then make
+ * signal contexts of its own. */
+static void fork_prepare(void)
+{
+    pthread_mutex_lock(&mu);
+}
+
+static void fork_parent(void)
+{
+    pthread_mutex_unlock(&mu);
+}
+
+static void fork_child(void)
+{
+    atomic_store(&handler_fd, -1);
+    atomic_store(&in_handler, 0); /* no other thread exists here */
+    for (int s = 1; s < NSIG; s++) {
+        if (watching[s] != 0) {
+            watching[s] = 0;
+            sigaction(s, &saved[s], NULL);
+        }
+    }
+    while (watchers != NULL) {
+        struct watcher *w = watchers;
+        watchers = w->next;
+        close(w->rfd);
+        close(w->wfd);
+        ctx__free(w);
+    }
+    cur = NULL;
+    entries = NULL; /* the parent's: left as they are, inert (see gen) */
+    gen++;
+    pthread_mutex_unlock(&mu);
+}
+
+static void fork_init(void)
+{
+    pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
 static void box_free(void *v)
@@ -266,7 +339,9 @@ ctx_t *ctx_with_signals(ctx_t *parent, const int *signals, size_t n)
         sigaddset(&e->set, signals[i]);
     }
 
+    pthread_once(&fork_once, fork_init);
     pthread_mutex_lock(&mu);
+    e->gen = gen;
     int err = cur == NULL ? start_watcher() : 0;
     if (err != 0) {
         pthread_mutex_unlock(&mu);
@@ -289,22 +364,21 @@ ctx_t *ctx_with_signals(ctx_t *parent, const int *signals, size_t n)
     pthread_mutex_unlock(&mu);
 
     ctx_after_t *reg = ctx_after_func(c, on_done, e);
-    struct watcher *w = NULL;
+    err = reg == NULL ? (errno != 0 ? errno : ENOMEM) : 0;
     pthread_mutex_lock(&mu);
     e->reg = reg;
     e->registered = true;
     bool end = reg == NULL || e->ended_early;
     if (end)
-        w = remove_locked(e);
+        remove_locked(e);
     pthread_mutex_unlock(&mu);
     if (reg == NULL) {
-        err = errno != 0 ? errno : ENOMEM;
-        finish_entry(e, w);
+        finish_entry(e);
         ctx_release(c);
         return fail_null(err);
     }
     if (end)
-        finish_entry(e, w);
+        finish_entry(e);
     return c;
 }
 

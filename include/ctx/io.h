@@ -23,10 +23,13 @@
  *    (EMFILE, ENFILE, ENOMEM). ctx_cond_wait*() allocate one after-func
  *    registration per call and free it before returning.
  *  - Blocking fds. The helpers work on blocking and non-blocking fds alike.
- *    On sockets they never block outside poll(). On a blocking pipe or tty
- *    shared by several readers (or writers), another thread may take the data
- *    between poll() and read(); make such fds O_NONBLOCK to keep the prompt
- *    return guarantee.
+ *    On connected sockets they never block outside poll(). On a blocking
+ *    pipe or tty shared by several readers (or writers), another thread may
+ *    take the data between poll() and read(), and on a blocking listening
+ *    socket shared by several acceptors another thread may take the
+ *    connection between poll() and accept4() (which then blocks until the
+ *    next connection, whatever the context); make such fds O_NONBLOCK to
+ *    keep the prompt return guarantee.
  *  - Threads. Every function may be called from any thread; the context is
  *    borrowed for the duration of the call.
  */
@@ -96,7 +99,8 @@ CTX_API int ctx_connect(ctx_t *ctx, int fd, const struct sockaddr *addr,
  * Returns the new fd (owned by the caller) or -1 with errno: ctx_err(ctx)
  * when ctx ended first, EBADF, EINVAL, or accept's own errors. Transient
  * errors (EAGAIN after a race with another acceptor, ECONNABORTED, EINTR)
- * are retried. addr and addrlen are as for accept(2) and may be NULL. */
+ * are retried. A listener shared by several accepting threads must be
+ * O_NONBLOCK (see "Blocking fds" above). addr and addrlen are as for accept(2) and may be NULL. */
 CTX_API int ctx_accept(ctx_t *ctx, int fd, struct sockaddr *addr,
                        socklen_t *addrlen, int flags);
 

@@ -15,7 +15,9 @@
  *    handler. When the last context watching a signal ends, the disposition
  *    the program had before is restored (so a second Ctrl-C after shutdown
  *    began kills the process, as in Go after stop()), and when no signal
- *    context is left the watcher thread exits and the pipe is closed.
+ *    context is left the watcher thread exits and the pipe is closed (the
+ *    thread is detached: it finishes shortly after, never waited for, so
+ *    ending a signal context never waits for another's after-funcs).
  *  - Signal masks: a process-directed signal (kill, Ctrl-C) is handled by
  *    any thread that does not block it, so no mask change is needed in
  *    threads created before or after the call. A thread may block the
@@ -25,8 +27,11 @@
  *    and do not sigwait() for it in another thread: either takes the signal
  *    away from the library.
  *  - The watcher thread blocks every signal, so it never runs a handler.
- *  - fork(): the child inherits the handlers but not the watcher thread;
- *    contexts from the parent are not usable there (see ctx.h).
+ *  - fork(): in the child, the dispositions the program had before are
+ *    restored and the watcher's pipe is closed, so a signal sent to the
+ *    child never reaches the parent's contexts; the parent's signal
+ *    contexts are not usable there (see ctx.h) and never fire, and the child
+ *    may make signal contexts of its own.
  */
 #ifndef CTX_SIGCTX_H
 #define CTX_SIGCTX_H

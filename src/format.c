@@ -92,10 +92,14 @@ static void segment(ctx_t *c, ctx_time_t now, struct sink *s)
         break;
     case CTX_KIND_CANCEL:
         if (c->flags & CTX_F_OWN_DEADLINE) {
+            ctx_time_t dl = c->u.c.deadline, left;
+            /* Any deadline is valid input, INT64_MIN included: saturate. */
+            if (__builtin_sub_overflow(dl, now, &left))
+                left = dl < 0 ? INT64_MIN : INT64_MAX;
             puts_(s, ".WithDeadline(");
-            put_duration(s, c->u.c.deadline);
+            put_duration(s, dl);
             puts_(s, " [");
-            put_duration(s, c->u.c.deadline - now);
+            put_duration(s, left);
             puts_(s, "])");
         } else {
             puts_(s, ".WithCancel");

@@ -70,7 +70,7 @@ void ctx__debug_set_refs(struct ctx *c, unsigned refs)
 /* Allocates a node of `kind` under parent (retained). The caller sets src. */
 ctx_t *ctx__node_alloc(ctx_t *parent, uint8_t kind, size_t size)
 {
-    ctx_t *c = ctx__malloc(size);
+    ctx_t *c = ctx__node_block_get(size);
     if (c == NULL) {
         errno = ENOMEM;
         return NULL;
@@ -154,14 +154,13 @@ void ctx__node_free_one(ctx_t *c)
     } else if (c->kind == CTX_KIND_VALUE && c->u.v.destroy != NULL) {
         c->u.v.destroy(c->u.v.value);
     }
+    size_t size = node_size(c);
 #ifdef CTX_DEBUG
     ctx__live_add(&ctx__n_contexts, -1);
-    memset(c, 0xdb, node_size(c));
+    memset(c, 0xdb, size);
     c->kind = CTX_KIND_DEAD;
-#else
-    (void)node_size;
 #endif
-    ctx__free(c);
+    ctx__node_block_put(c, size);
 }
 
 CTX_API ctx_t *ctx_retain(ctx_t *c)

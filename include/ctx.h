@@ -15,7 +15,10 @@
  *    release after the last reference).
  *  - Callbacks. When a function that takes a callback returns an error, the
  *    callback will never be called. No callback ever runs while a library
- *    lock is held, so a callback may call any function of this header.
+ *    lock is held, so a callback may call any function of this header; but
+ *    an after-func fired by a deadline runs on the one timer thread that
+ *    serves every deadline of the process, so it must not block (see
+ *    ctx_after_func()).
  *  - Threads. Every function may be called from any thread at any time on a
  *    context the caller holds a reference to.
  *  - Time. ctx_time_t is nanoseconds on CLOCK_MONOTONIC (see ctx_now());
@@ -223,7 +226,11 @@ CTX_API int ctx_done_fd(ctx_t *ctx);
  * unless ctx_after_stop() prevents it: in the thread that cancelled (the
  * timer thread for deadlines), after every library lock is dropped. If ctx is
  * already done, fn runs in the calling thread before ctx_after_func()
- * returns. On a context that can never be done, fn never runs.
+ * returns. On a context that can never be done, fn never runs. fn runs
+ * synchronously (Go's AfterFunc starts a goroutine): keep it short. While
+ * an fn fired by a deadline runs, no other deadline of the process fires, so
+ * it must not block, and must never wait for another context's deadline,
+ * which could not come; hand such work to a thread of your own.
  *
  * Returns a registration (holding a reference to ctx, so the context stays
  * alive while it is registered), or NULL with errno EINVAL (NULL ctx or fn)

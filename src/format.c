@@ -33,6 +33,10 @@ static void put_duration(struct sink *s, int64_t d)
     char tmp[64];
     uint64_t u = d < 0 ? (uint64_t)0 - (uint64_t)d : (uint64_t)d;
     char *p = tmp;
+    if (d == 0) { /* as Go's time.Duration(0).String() */
+        puts_(s, "0s");
+        return;
+    }
     if (d < 0)
         *p++ = '-';
     if (u < 1000) {

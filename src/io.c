@@ -173,8 +173,8 @@ ssize_t ctx_read(ctx_t *ctx, int fd, void *buf, size_t n)
     for (;;) {
         if (ctx_is_done(ctx))
             return fail(ctx_err(ctx));
-        if (n == 0)
-            return 0;
+        if (n == 0) /* read(2) checks the fd even then */
+            return fcntl(fd, F_GETFD) < 0 ? -1 : 0;
         if (sock) {
             /* Try first: data already there costs no poll. */
             ssize_t r = recv(fd, buf, n, MSG_DONTWAIT);
@@ -252,6 +252,27 @@ ssize_t ctx_write_all(ctx_t *ctx, int fd, const void *buf, size_t n,
     return ret;
 }
 
+/* connect() on the non-blocking fd. A Unix-domain listener whose backlog is
+ * full makes it fail with EAGAIN where a blocking connect would wait for
+ * room; poll() cannot tell when there is room, so retry, backing off from
+ * 50 us to 5 ms, until it is there or ctx ends. */
+static int start_connect(ctx_t *ctx, int fd, const struct sockaddr *addr,
+                        socklen_t addrlen)
+{
+    ctx_duration_t pause = 50 * CTX_MICROSECOND;
+    for (;;) {
+        if (connect(fd, addr, addrlen) == 0)
+            return 0;
+        if (errno != EAGAIN || addr->sa_family != AF_UNIX)
+            return -1;
+        int err = ctx_sleep(ctx, pause);
+        if (err != 0)
+            return fail(err);
+        if (pause < 5 * CTX_MILLISECOND)
+            pause *= 2;
+    }
+}
+
 int ctx_connect(ctx_t *ctx, int fd, const struct sockaddr *addr,
                 socklen_t addrlen)
 {
@@ -267,7 +288,7 @@ int ctx_connect(ctx_t *ctx, int fd, const struct sockaddr *addr,
     if (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
         return -1;
     int ret = 0;
-    if (connect(fd, addr, addrlen) < 0) {
+    if (start_connect(ctx, fd, addr, addrlen) < 0) {
         /* EINTR: the connection goes on asynchronously, as EINPROGRESS. */
         if (errno != EINPROGRESS && errno != EINTR) {
             ret = -1;
@@ -327,8 +348,30 @@ struct cond_waker {
     pthread_cond_t *cond;
     pthread_t owner;     /* the waiting thread */
     _Atomic int inline_; /* registering: an inline run must not lock mu */
+    bool deferred;       /* a thread was started to deliver the wake */
+    pthread_t thread;    /* that thread, joined by the waiter */
 };
 
+static void deliver_wake(struct cond_waker *w)
+{
+    pthread_mutex_lock(w->mu);
+    pthread_cond_broadcast(w->cond);
+    pthread_mutex_unlock(w->mu);
+}
+
+static void *deferred_wake_main(void *arg)
+{
+    deliver_wake(arg);
+    return NULL;
+}
+
+/* The after-func. A broadcast can only be sure to reach the waiter with mu
+ * held (else it could fall between the waiter's check and its wait), but
+ * this runs in whichever thread cancelled, or in the timer thread that
+ * serves every deadline of the process: it must not block on a mutex the
+ * program may hold for long, or hold itself. So it takes mu only if it is
+ * free, and otherwise hands the broadcast to a short-lived thread, which the
+ * waiter joins. Only if no thread can be started does it block on mu. */
 static void cond_wake(void *arg)
 {
     struct cond_waker *w = arg;
@@ -336,9 +379,18 @@ static void cond_wake(void *arg)
      * the waiter holds mu then, and sees ctx done right after. */
     if (atomic_load(&w->inline_) && pthread_equal(pthread_self(), w->owner))
         return;
-    pthread_mutex_lock(w->mu);
-    pthread_cond_broadcast(w->cond);
-    pthread_mutex_unlock(w->mu);
+    if (pthread_mutex_trylock(w->mu) == 0) {
+        pthread_cond_broadcast(w->cond);
+        pthread_mutex_unlock(w->mu);
+        return;
+    }
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    w->deferred = pthread_create(&w->thread, NULL, deferred_wake_main, w) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (!w->deferred)
+        deliver_wake(w);
 }
 
 #define RETRY (-1)
@@ -363,28 +415,28 @@ static int cond_wait(ctx_t *ctx, pthread_cond_t *cond, pthread_mutex_t *mu,
         return errno != 0 ? errno : ENOMEM;
 
     /* From here a cancellation in another thread runs cond_wake, which
-     * needs mu: it cannot broadcast between our check and our wait, since we
-     * hold mu until pthread_cond_wait releases it. */
-    int err = 0;
-    for (;;) {
-        if (ctx_is_done(ctx)) {
-            err = ctx_err(ctx);
-            break;
-        }
+     * broadcasts with mu held: it cannot fall between our check and our
+     * wait, since we hold mu until pthread_cond_wait releases it. */
+    while (!ctx_is_done(ctx)) {
         pthread_cond_wait(cond, mu);
         if (pred == NULL || pred(arg))
             break;
     }
-    /* ctx_after_stop() waits for a running cond_wake, which needs mu. */
+    /* ctx_after_stop() waits for a running cond_wake, and a deferred wake
+     * needs mu: let go of it until both are over. After the stop, w is ours
+     * again (the stop synchronises with the end of cond_wake). */
     pthread_mutex_unlock(mu);
     ctx_after_stop(reg);
+    if (w.deferred)
+        pthread_join(w.thread, NULL);
     pthread_mutex_lock(mu);
-    if (pred == NULL)
-        return err;
-    if (pred(arg))
+    if (pred != NULL && pred(arg))
         return 0;
-    /* Another thread may have taken what pred saw while mu was free. */
-    return ctx_is_done(ctx) ? ctx_err(ctx) : RETRY;
+    if (ctx_is_done(ctx))
+        return ctx_err(ctx);
+    /* Plain wait: woken by the program. With pred: another thread may have
+     * taken what pred saw while mu was free. */
+    return pred == NULL ? 0 : RETRY;
 }
 
 int ctx_cond_wait(ctx_t *ctx, pthread_cond_t *cond, pthread_mutex_t *mu)

@@ -31,6 +31,12 @@ static void test_shapes(void **state)
     assert_non_null(strstr(buf, " [1m29.9"));
     assert_int_equal(buf[strlen(buf) - 1], ')');
     ctx_release(t);
+
+    /* a zero duration prints as Go's: "0s", not "0ns" */
+    t = ctx_with_deadline(ctx_background(), 0);
+    ctx_format(t, buf, sizeof buf);
+    assert_memory_equal(buf, "context.Background.WithDeadline(0s [-", 37);
+    ctx_release(t);
     ctx_release(w);
     ctx_release(v);
     ctx_release(c);

@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #define MS CTX_MILLISECOND
@@ -352,6 +353,9 @@ static void test_read(void **state)
     assert_int_equal(errno, EBADF);
     errno = 0;
     assert_int_equal(ctx_read(ctx_background(), closed_fd(), buf, 1), -1);
+    assert_int_equal(errno, EBADF);
+    errno = 0; /* as read(2): the fd is checked even for 0 bytes */
+    assert_int_equal(ctx_read(ctx_background(), closed_fd(), buf, 0), -1);
     assert_int_equal(errno, EBADF);
     errno = 0;
     assert_int_equal(ctx_read(NULL, 0, buf, 1), -1);
@@ -724,6 +728,83 @@ static void test_connect_deadline(void **state)
     close(l);
 }
 
+/* A Unix-domain listener with a full backlog: a non-blocking connect()
+ * fails with EAGAIN, where a blocking one waits for room. ctx_connect waits
+ * (until an acceptor makes room, or the context ends). */
+struct unix_drain {
+    int l;
+    ctx_duration_t after;
+    int n;
+};
+
+static void *unix_drain_main(void *arg)
+{
+    struct unix_drain *d = arg;
+    tu_sleep(d->after);
+    for (int i = 0; i < d->n; i++) {
+        int c = accept(d->l, NULL, NULL);
+        if (c >= 0)
+            close(c);
+    }
+    return NULL;
+}
+
+static void test_connect_unix_backlog(void **state)
+{
+    (void)state;
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    /* abstract namespace: nothing to clean up on disk */
+    snprintf(a.sun_path + 1, sizeof a.sun_path - 1, "libctx-test-%d", getpid());
+    socklen_t alen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 +
+                                 strlen(a.sun_path + 1));
+    int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(l >= 0);
+    assert_int_equal(bind(l, (struct sockaddr *)&a, alen), 0);
+    assert_int_equal(listen(l, 0), 0);
+    /* fill the backlog with non-blocking connects until one says EAGAIN */
+    int filler[8], nf = 0;
+    for (; nf < 8; nf++) {
+        filler[nf] = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (connect(filler[nf], (struct sockaddr *)&a, alen) < 0) {
+            assert_int_equal(errno, EAGAIN);
+            close(filler[nf]);
+            break;
+        }
+    }
+    assert_true(nf < 8);
+
+    /* the context ends first: ECANCELED, promptly */
+    int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ctx_t *c = ctx_with_cancel(ctx_background());
+    struct canceller k;
+    ctx_time_t t0 = ctx_now();
+    cancel_later(&k, c, 30 * MS);
+    errno = 0;
+    assert_int_equal(ctx_connect(c, s, (struct sockaddr *)&a, alen), -1);
+    assert_int_equal(errno, ECANCELED);
+    tu_assert_between(ctx_now() - t0, 30 * MS, 30 * MS + TU_PROMPT);
+    pthread_join(k.t, NULL);
+    ctx_release(c);
+    close(s);
+
+    /* an acceptor makes room after 40 ms: the connect succeeds then, on a
+     * blocking socket, which is blocking again afterwards */
+    s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    c = ctx_with_timeout(ctx_background(), 5 * CTX_SECOND);
+    struct unix_drain d = {.l = l, .after = 40 * MS, .n = nf + 1};
+    pthread_t t = tu_spawn(unix_drain_main, &d);
+    t0 = ctx_now();
+    assert_int_equal(ctx_connect(c, s, (struct sockaddr *)&a, alen), 0);
+    tu_assert_between(ctx_now() - t0, 35 * MS, 40 * MS + TU_PROMPT);
+    assert_int_equal(fcntl(s, F_GETFL) & O_NONBLOCK, 0);
+    pthread_join(t, NULL);
+    ctx_release(c);
+    close(s);
+    for (int i = 0; i < nf; i++)
+        close(filler[i]);
+    close(l);
+}
+
 struct acceptor {
     ctx_t *ctx;
     int fd, ret, err;
@@ -909,6 +990,109 @@ static void test_cond_wait_plain(void **state)
     ctx_release(c);
 }
 
+/* A single ctx_cond_wait() woken by the cancellation (or the deadline)
+ * reports it: the first call, not a retry, returns ctx_err. */
+static void *plain_once_main(void *arg)
+{
+    struct box *b = arg;
+    pthread_mutex_lock(&b->mu);
+    atomic_store(&b->waiting, 1);
+    ctx_time_t t0 = ctx_now();
+    int err;
+    /* wake-ups may be spurious: only a 0 return may repeat */
+    while ((err = ctx_cond_wait(b->ctx, &b->cond, &b->mu)) == 0 &&
+           !ctx_is_done(b->ctx))
+        ;
+    b->ret = err;
+    b->took = ctx_now() - t0;
+    pthread_mutex_unlock(&b->mu);
+    return NULL;
+}
+
+static void test_cond_wait_reports_end(void **state)
+{
+    (void)state;
+    struct box b;
+    ctx_t *c = ctx_with_cancel(ctx_background());
+    box_init(&b, c);
+    pthread_t t = tu_spawn(plain_once_main, &b);
+    wait_waiting(&b);
+    ctx_cancel(c);
+    pthread_join(t, NULL);
+    assert_int_equal(b.ret, ECANCELED);
+    box_destroy(&b);
+    ctx_release(c);
+
+    c = ctx_with_timeout(ctx_background(), 30 * MS);
+    box_init(&b, c);
+    t = tu_spawn(plain_once_main, &b);
+    pthread_join(t, NULL);
+    assert_int_equal(b.ret, ETIMEDOUT);
+    tu_assert_between(b.took, 25 * MS, 30 * MS + TU_PROMPT);
+    box_destroy(&b);
+    ctx_release(c);
+}
+
+/* The wake-up of a cancelled cond wait must not block the thread that
+ * delivers it on the user's mutex: not the timer thread, which serves every
+ * deadline of the process, and not a canceller that holds the mutex. */
+struct holder {
+    struct box *b;
+    ctx_duration_t hold;
+    atomic_int holding;
+};
+
+static void *hold_main(void *arg)
+{
+    struct holder *h = arg;
+    pthread_mutex_lock(&h->b->mu);
+    atomic_store(&h->holding, 1);
+    tu_sleep(h->hold);
+    pthread_mutex_unlock(&h->b->mu);
+    return NULL;
+}
+
+static void test_cond_wait_mutex_held(void **state)
+{
+    (void)state;
+    struct box b;
+    /* A waits with a 20 ms deadline; B holds mu for 400 ms from 10 ms; an
+     * unrelated 60 ms sleep must end on time, not when B lets go. */
+    ctx_t *c = ctx_with_timeout(ctx_background(), 20 * MS);
+    box_init(&b, c);
+    pthread_t t = tu_spawn(pred_waiter, &b);
+    wait_waiting(&b);
+    struct holder h = {.b = &b, .hold = 400 * MS};
+    pthread_t ht = tu_spawn(hold_main, &h);
+    while (!atomic_load(&h.holding))
+        tu_sleep(CTX_MILLISECOND);
+    ctx_time_t t0 = ctx_now();
+    assert_int_equal(ctx_sleep(ctx_background(), 60 * MS), 0);
+    tu_assert_between(ctx_now() - t0, 60 * MS, 60 * MS + TU_PROMPT);
+    ctx_t *other = ctx_with_timeout(ctx_background(), 30 * MS);
+    assert_int_equal(ctx_wait(other), ETIMEDOUT);
+    ctx_release(other);
+    pthread_join(ht, NULL);
+    pthread_join(t, NULL);
+    assert_int_equal(b.ret, ETIMEDOUT);
+    box_destroy(&b);
+    ctx_release(c);
+
+    /* the canceller holds mu while it cancels: no deadlock, the waiter
+     * wakes once mu is free */
+    c = ctx_with_cancel(ctx_background());
+    box_init(&b, c);
+    t = tu_spawn(pred_waiter, &b);
+    wait_waiting(&b);
+    pthread_mutex_lock(&b.mu);
+    ctx_cancel(c);
+    pthread_mutex_unlock(&b.mu);
+    pthread_join(t, NULL);
+    assert_int_equal(b.ret, ECANCELED);
+    box_destroy(&b);
+    ctx_release(c);
+}
+
 /* Cancellation racing with the start of the wait, many times: no lost
  * wake-up (the waiter would hang) and no deadlock on the user's mutex. */
 static void *race_cancel_main(void *arg)
@@ -948,6 +1132,9 @@ int main(void)
     warm_up();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_sleep, tu_count_setup, tu_count_teardown),
+        cmocka_unit_test_setup_teardown(test_cond_wait_reports_end, tu_count_setup, tu_count_teardown),
+        cmocka_unit_test_setup_teardown(test_cond_wait_mutex_held, tu_count_setup, tu_count_teardown),
+        cmocka_unit_test_setup_teardown(test_connect_unix_backlog, tu_count_setup, tu_count_teardown),
         cmocka_unit_test_setup_teardown(test_sleep_eintr, tu_count_setup, tu_count_teardown),
         cmocka_unit_test_setup_teardown(test_wait_fd, tu_count_setup, tu_count_teardown),
         cmocka_unit_test_setup_teardown(test_poll_many, tu_count_setup, tu_count_teardown),

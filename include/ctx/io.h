@@ -88,9 +88,11 @@ CTX_API ssize_t ctx_write_all(ctx_t *ctx, int fd, const void *buf, size_t n,
 /* connect(2) that honours ctx. The socket may be blocking: it is switched to
  * non-blocking for the call and restored before returning. Returns 0 or -1
  * with errno: ctx_err(ctx) when ctx ended first, connect's own errors
- * (ECONNREFUSED, ENETUNREACH ...), EBADF, EINVAL. After a failure the state
- * of the socket is unspecified (a connection may be in progress): close it.
- */
+ * (ECONNREFUSED, ENETUNREACH ...), EBADF, EINVAL. A Unix-domain listener
+ * with a full backlog is waited for, as a blocking connect(2) does (by
+ * retrying, since poll cannot tell when there is room). After a failure the
+ * state of the socket is unspecified (a connection may be in progress):
+ * close it. */
 CTX_API int ctx_connect(ctx_t *ctx, int fd, const struct sockaddr *addr,
                         socklen_t addrlen);
 
@@ -109,11 +111,14 @@ CTX_API int ctx_accept(ctx_t *ctx, int fd, struct sockaddr *addr,
  * with); it is held again when the call returns. Returns 0 when woken by a
  * signal or broadcast on cond (or spuriously: re-check your predicate, as
  * with pthread_cond_wait), ctx_err(ctx) when ctx is done, ENOMEM, or EINVAL
- * (NULL argument). Waking on cancellation works by an after-func that locks
- * `mu` and broadcasts `cond`, so: `mu` must stay valid and usable by other
- * threads for the duration of the call, and the thread that cancels ctx must
- * not hold `mu` while it cancels (it would deadlock on itself). Bound the
- * wait with a deadline on ctx (ctx_with_timeout) for a timed wait. */
+ * (NULL argument). Waking on cancellation works by an after-func that
+ * broadcasts `cond` with `mu` held, so `mu` must stay valid and usable by
+ * other threads for the duration of the call. The after-func never blocks
+ * on `mu`: if `mu` is busy when ctx ends, a short-lived thread delivers the
+ * broadcast once it is free (the call joins it before returning), so the
+ * cancelling thread may hold `mu`, and the timer thread is never held up.
+ * Bound the wait with a deadline on ctx (ctx_with_timeout) for a timed wait.
+ */
 CTX_API int ctx_cond_wait(ctx_t *ctx, pthread_cond_t *cond,
                           pthread_mutex_t *mu);
 
@@ -122,7 +127,7 @@ CTX_API int ctx_cond_wait(ctx_t *ctx, pthread_cond_t *cond,
  * called with `mu` held, before the first wait and after every wake-up; it
  * must not block. Returns 0 when pred(arg) returned true (even if ctx is
  * done too: the predicate wins, as in C++), else ctx_err(ctx), ENOMEM or
- * EINVAL. Same rules as ctx_cond_wait() for mu and the cancelling thread.
+ * EINVAL. Same rules as ctx_cond_wait() for mu.
  * This is the C form of Go's
  *     select { case r := <-results: ...; case <-ctx.Done(): ... }  */
 CTX_API int ctx_cond_wait_pred(ctx_t *ctx, pthread_cond_t *cond,

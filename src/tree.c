@@ -165,9 +165,11 @@ void ctx__node_free_one(ctx_t *c)
 
 CTX_API ctx_t *ctx_retain(ctx_t *c)
 {
+    /* Checked before the flags: a freed node's poison must not pass for a
+     * static root's. */
+    CTX_CHECK(c);
     if (c == NULL || (c->flags & CTX_F_STATIC))
         return c;
-    CTX_CHECK(c);
     uint32_t old = atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
 #ifdef CTX_DEBUG
     if (old == 0)
@@ -198,8 +200,10 @@ CTX_API void ctx_release(ctx_t *c)
 {
     /* A loop, not recursion: freeing a chain of last references costs no
      * stack. */
-    while (c != NULL && !(c->flags & CTX_F_STATIC)) {
-        CTX_CHECK(c);
+    while (c != NULL) {
+        CTX_CHECK(c); /* before the flags, as in ctx_retain() */
+        if (c->flags & CTX_F_STATIC)
+            return;
         /* The last owner of a node that no timer entry can resurrect
          * (try_retain) needs no read-modify-write: with one reference,
          * nobody else can take another. */

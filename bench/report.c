@@ -257,7 +257,11 @@ static const char *const mapping[] = {
     "constructed and destroyed on the stack). AfterFuncFire: with_cancel + after_func + "
     "cancel (runs fn) + after_stop + release (C++: stop_source + stop_callback + request_stop).",
     "B/op: Go counts size-class bytes; C counts `malloc_usable_size()` of each allocation "
-    "made by the library in the timed region (malloc shim, `-Wl,--wrap`), divided by b.N.",
+    "made by the library in the timed region (malloc shim, `-Wl,--wrap`), divided by b.N. "
+    "Nodes freed in a thread are reused from its cache of up to 32 blocks per node size "
+    "before malloc is called, so a steady create/cancel/release loop shows 0 B/op and 0 "
+    "allocs/op; a context still takes its 88 (cancel) or 48 (value) bytes, as the "
+    "bytes-per-context table below shows.",
     NULL,
 };
 

@@ -266,7 +266,7 @@ CTX_API const char *ctx_strerror(int err);
 /* Go's `defer cancel()`: a context variable that is cancelled (if it can be)
  * and released when it leaves scope. GCC and Clang only.
  *     ctx_t *c CTX_DEFER_CANCEL = ctx_with_timeout(parent, CTX_SECOND);  */
-static inline void ctx_cancel_release_(ctx_t **pctx)
+static inline void ctx__cancel_release(ctx_t **pctx)
 {
     if (*pctx != NULL) {
         (void)ctx_cancel(*pctx);
@@ -274,7 +274,7 @@ static inline void ctx_cancel_release_(ctx_t **pctx)
     }
 }
 #if defined(__GNUC__)
-#define CTX_DEFER_CANCEL __attribute__((cleanup(ctx_cancel_release_)))
+#define CTX_DEFER_CANCEL __attribute__((cleanup(ctx__cancel_release)))
 #endif
 
 #ifdef __cplusplus

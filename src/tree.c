@@ -150,7 +150,8 @@ void ctx__node_free_one(ctx_t *c)
             detach_from_parent(c);
         if (c->flags & CTX_F_OWN_DEADLINE)
             ctx__timer_remove(c);
-        ctx__done_close(c);
+        if (atomic_load_explicit(&c->u.c.done_fd, memory_order_relaxed) >= 0)
+            ctx__done_close(c);
     } else if (c->kind == CTX_KIND_VALUE && c->u.v.destroy != NULL) {
         c->u.v.destroy(c->u.v.value);
     }
@@ -228,8 +229,9 @@ CTX_API void ctx_release(ctx_t *c)
     }
 }
 
-/* Phase 1 for one node, under its lock. */
-static void mark_done(ctx_t *n, int err, int cause, struct ctx__run *run)
+/* Phase 1 for one node, under its lock. Inline: it is on the path of every
+ * cancel. */
+static inline void mark_done(ctx_t *n, int err, int cause, struct ctx__run *run)
 {
     struct ctx_cancel_part *k = &n->u.c;
     atomic_store_explicit(&k->cause, cause, memory_order_relaxed);
@@ -286,7 +288,8 @@ bool ctx__cancel(ctx_t *root, int err, int cause)
         atomic_store_explicit(&root->self_detached, 1, memory_order_relaxed);
 
     /* Phase 2: no lock held. */
-    ctx__after_run(run.head);
+    if (run.head != NULL)
+        ctx__after_run(run.head);
     return true;
 }
 

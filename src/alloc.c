@@ -125,14 +125,10 @@ struct block_cache {
 };
 enum { CACHE_NEW, CACHE_ON, CACHE_OFF };
 
-#if defined(__GNUC__)
-/* Initial-exec: one load off the thread pointer instead of a call to
- * __tls_get_addr; the 24 bytes fit the static TLS glibc keeps for this. */
-#define CTX_TLS _Thread_local __attribute__((tls_model("initial-exec")))
-#else
-#define CTX_TLS _Thread_local
-#endif
-static CTX_TLS struct block_cache tl_cache;
+/* The default TLS model, so that libctx.so can be dlopen()ed (by other
+ * languages' bindings); linked into an executable, the linker relaxes it to
+ * a load off the thread pointer. */
+static _Thread_local struct block_cache tl_cache;
 
 static pthread_key_t cache_key;
 static pthread_once_t cache_once = PTHREAD_ONCE_INIT;

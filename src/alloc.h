@@ -20,7 +20,7 @@ static inline void ctx__free(void *p) { free(p); }
 /* Context nodes. A node is made and freed once per derivation, often by the
  * same thread within microseconds, so each thread keeps a small stack of
  * freed node blocks of each node size and reuses them before calling malloc
- * (CTX_NODE_CACHE=OFF: always malloc/free). A block freed by another thread
+ * (CTX_NODE_CACHE=OFF, and ASan builds: always malloc/free). A block freed by another thread
  * than the one that made it simply joins the freeing thread's stack. Blocks
  * go back to malloc when the stack is full and when the thread exits.
  * ctx__node_block_get() counts as one allocation for fault injection and

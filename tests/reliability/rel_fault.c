@@ -21,14 +21,18 @@
 #include "rel.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -62,11 +66,11 @@ int main(void)
 /* What a context made by a scenario must do when the fixture's root is
  * cancelled. */
 enum expect {
-    EXP_ROOT,     /* done with the root's err and cause */
-    EXP_BIRTH,    /* done at birth with (err, cause), unchanged since */
-    EXP_TIMED,    /* a short deadline: fires by itself with (err, cause) */
-    EXP_SELF,     /* cancellable but not under root: live until cancelled */
-    EXP_NEVER,    /* can never be done */
+    EXP_ROOT,  /* done with the root's err and cause */
+    EXP_BIRTH, /* done at birth with (err, cause), unchanged since */
+    EXP_TIMED, /* a short deadline: fires by itself with (err, cause) */
+    EXP_SELF,  /* cancellable but not under root: live until cancelled */
+    EXP_NEVER, /* can never be done */
 };
 
 struct after_arg {
@@ -107,10 +111,19 @@ struct fx {
     long param;
 #ifdef REL_HAVE_GROUP
     ctx_group_t *group;
-    int group_started; /* functions started successfully */
+    int group_started;    /* functions started successfully */
+    unsigned group_limit; /* 0: none */
 #endif
-    int values_made; /* value contexts made, each with a counted destroy */
-    int fd_allowance; /* fds that may outlive the iteration (shared fd) */
+#ifdef REL_HAVE_SIGNAL
+    /* The program's own dispositions of SIGUSR1 and SIGUSR2 (no signal
+     * context watching): what every watch must leave behind. */
+    void (*prog_disp[2])(int);
+    int sigs[2], nsigs; /* what op_signals watches (0: SIGUSR2) */
+    int sigctx;         /* 1 + index in made of the setup's signal context */
+    int sigctx_sig;     /* the signal it watches */
+#endif
+    int values_made;    /* value contexts made, each with a counted destroy */
+    int fd_allowance;   /* fds that may outlive the iteration (shared fd) */
 };
 
 static atomic_long destroys;
@@ -158,18 +171,26 @@ static void fx_setup(struct fx *f)
     f->fixture_arg.ctx = f->dc;
     f->fixture_reg = ctx_after_func(f->dc, after_fn, &f->fixture_arg);
     REL_CHECK(f->fixture_reg != NULL, "after_func failed with failures off");
+#ifdef REL_HAVE_SIGNAL
+    struct sigaction sa;
+    REL_CHECK(sigaction(SIGUSR1, NULL, &sa) == 0, "sigaction");
+    f->prog_disp[0] = sa.sa_handler;
+    REL_CHECK(sigaction(SIGUSR2, NULL, &sa) == 0, "sigaction");
+    f->prog_disp[1] = sa.sa_handler;
+#endif
 }
 
 /* Records a derivation's result: returns 0, or the errno of a failure after
- * checking it is one the header documents. */
-static int derived(struct fx *f, ctx_t *c, enum expect exp, int err,
-                   int cause)
+ * checking it is one the header documents: ENOMEM, or for the deadline
+ * derivations (eagain_ok) also EAGAIN (the timer thread could not start). */
+static int derived_(struct fx *f, ctx_t *c, enum expect exp, int err, int cause,
+                    bool eagain_ok)
 {
     if (c == NULL) {
         int e = errno;
-        REL_CHECK(e == ENOMEM || e == EAGAIN,
-                  "derivation failed with errno %d (%s), want ENOMEM", e,
-                  strerror(e));
+        REL_CHECK(e == ENOMEM || (eagain_ok && e == EAGAIN),
+                  "derivation failed with errno %d (%s), want ENOMEM%s", e,
+                  strerror(e), eagain_ok ? " or EAGAIN" : "");
         return e;
     }
     fx_add(f, c, exp, err, cause);
@@ -180,6 +201,17 @@ static int derived(struct fx *f, ctx_t *c, enum expect exp, int err,
         REL_CHECK(!ctx_is_done(c), "a new context is done at birth");
     }
     return 0;
+}
+/* with_cancel, with_value, without_cancel: ENOMEM only. */
+static int derived(struct fx *f, ctx_t *c, enum expect exp, int err, int cause)
+{
+    return derived_(f, c, exp, err, cause, false);
+}
+/* with_deadline*, with_timeout*: ENOMEM or EAGAIN. */
+static int derived_dl(struct fx *f, ctx_t *c, enum expect exp, int err,
+                      int cause)
+{
+    return derived_(f, c, exp, err, cause, true);
 }
 
 static int after(struct fx *f, ctx_t *c)
@@ -262,8 +294,7 @@ static void fx_verify_teardown(struct fx *f, int fds_before)
               "the fixture was cancelled by the operation");
     for (int i = 0; i < f->nmade; i++)
         if (f->made[i].exp == EXP_ROOT)
-            REL_CHECK(!ctx_is_done(f->made[i].c), "made context %d is done",
-                      i);
+            REL_CHECK(!ctx_is_done(f->made[i].c), "made context %d is done", i);
 
     REL_EQ(ctx_cancel_cause(f->root, CAUSE_ROOT), 0);
     fx_check_fixture(f);
@@ -384,8 +415,8 @@ static int op_cancel_done(struct fx *f)
 }
 static int op_deadline_far(struct fx *f)
 {
-    int r = derived(f, ctx_with_deadline(f->root, f->far - CTX_SECOND),
-                    EXP_ROOT, 0, 0);
+    int r = derived_dl(f, ctx_with_deadline(f->root, f->far - CTX_SECOND),
+                       EXP_ROOT, 0, 0);
     if (r == 0) {
         ctx_time_t dl;
         REL_CHECK(ctx_deadline(f->made[f->nmade - 1].c, &dl) &&
@@ -396,8 +427,8 @@ static int op_deadline_far(struct fx *f)
 }
 static int op_deadline_later_than_parent(struct fx *f)
 {
-    int r = derived(f, ctx_with_deadline(f->dc, f->far + CTX_HOUR), EXP_ROOT,
-                    0, 0);
+    int r = derived_dl(f, ctx_with_deadline(f->dc, f->far + CTX_HOUR), EXP_ROOT,
+                       0, 0);
     if (r == 0) {
         ctx_time_t dl;
         REL_CHECK(ctx_deadline(f->made[f->nmade - 1].c, &dl) && dl == f->far,
@@ -407,38 +438,38 @@ static int op_deadline_later_than_parent(struct fx *f)
 }
 static int op_deadline_past(struct fx *f)
 {
-    return derived(f, ctx_with_deadline(f->root, ctx_now() - CTX_SECOND),
-                   EXP_BIRTH, CTX_DEADLINE_EXCEEDED, CTX_DEADLINE_EXCEEDED);
+    return derived_dl(f, ctx_with_deadline(f->root, ctx_now() - CTX_SECOND),
+                      EXP_BIRTH, CTX_DEADLINE_EXCEEDED, CTX_DEADLINE_EXCEEDED);
 }
 static int op_deadline_past_cause(struct fx *f)
 {
-    return derived(f, ctx_with_deadline_cause(f->v, 0, 99), EXP_BIRTH,
-                   CTX_DEADLINE_EXCEEDED, 99);
+    return derived_dl(f, ctx_with_deadline_cause(f->v, 0, 99), EXP_BIRTH,
+                      CTX_DEADLINE_EXCEEDED, 99);
 }
 static int op_deadline_done_parent(struct fx *f)
 {
-    return derived(f, ctx_with_deadline(f->dn, f->far), EXP_BIRTH,
-                   CTX_CANCELED, CAUSE_DONE);
+    return derived_dl(f, ctx_with_deadline(f->dn, f->far), EXP_BIRTH,
+                      CTX_CANCELED, CAUSE_DONE);
 }
 static int op_timeout_short(struct fx *f)
 {
-    return derived(f, ctx_with_timeout(f->root, CTX_MILLISECOND), EXP_TIMED,
-                   CTX_DEADLINE_EXCEEDED, CTX_DEADLINE_EXCEEDED);
+    return derived_dl(f, ctx_with_timeout(f->root, CTX_MILLISECOND), EXP_TIMED,
+                      CTX_DEADLINE_EXCEEDED, CTX_DEADLINE_EXCEEDED);
 }
 static int op_timeout_cause_short(struct fx *f)
 {
-    return derived(f, ctx_with_timeout_cause(f->v, CTX_MILLISECOND, 55),
-                   EXP_TIMED, CTX_DEADLINE_EXCEEDED, 55);
+    return derived_dl(f, ctx_with_timeout_cause(f->v, CTX_MILLISECOND, 55),
+                      EXP_TIMED, CTX_DEADLINE_EXCEEDED, 55);
 }
 static int op_timeout_zero(struct fx *f)
 {
-    return derived(f, ctx_with_timeout(f->root, 0), EXP_BIRTH,
-                   CTX_DEADLINE_EXCEEDED, CTX_DEADLINE_EXCEEDED);
+    return derived_dl(f, ctx_with_timeout(f->root, 0), EXP_BIRTH,
+                      CTX_DEADLINE_EXCEEDED, CTX_DEADLINE_EXCEEDED);
 }
 static int op_timeout_huge(struct fx *f)
 {
-    int r = derived(f, ctx_with_timeout(ctx_background(), INT64_MAX),
-                    EXP_SELF, 0, 0);
+    int r = derived_dl(f, ctx_with_timeout(ctx_background(), INT64_MAX),
+                       EXP_SELF, 0, 0);
     if (r == 0) {
         ctx_time_t dl = 0;
         REL_CHECK(ctx_deadline(f->made[f->nmade - 1].c, &dl) &&
@@ -449,7 +480,7 @@ static int op_timeout_huge(struct fx *f)
 }
 static int op_timeout_without(struct fx *f)
 {
-    return derived(f, ctx_with_timeout(f->w, CTX_HOUR), EXP_SELF, 0, 0);
+    return derived_dl(f, ctx_with_timeout(f->w, CTX_HOUR), EXP_SELF, 0, 0);
 }
 static int op_value_root(struct fx *f)
 {
@@ -505,8 +536,8 @@ static int op_without_done(struct fx *f)
 static int op_chain(struct fx *f)
 {
     ctx_t *a = ctx_with_cancel(f->root);
-    ctx_t *b = a ? ctx_with_value(a, &key_b, &value_token, count_destroy)
-                 : NULL;
+    ctx_t *b =
+        a ? ctx_with_value(a, &key_b, &value_token, count_destroy) : NULL;
     ctx_t *c = b ? ctx_with_deadline(b, f->far) : NULL;
     ctx_t *d = c ? ctx_without_cancel(c) : NULL;
     ctx_t *e = d ? ctx_with_timeout(d, CTX_HOUR) : NULL;
@@ -514,7 +545,9 @@ static int op_chain(struct fx *f)
     if (b != NULL)
         f->values_made++;
     if (e == NULL) {
-        REL_CHECK(err == ENOMEM || err == EAGAIN, "errno %d", err);
+        /* EAGAIN only from the deadline derivations (c, e). */
+        bool dl = b != NULL && (c == NULL || d != NULL);
+        REL_CHECK(err == ENOMEM || (dl && err == EAGAIN), "errno %d", err);
         ctx_release(d);
         ctx_release(c);
         ctx_release(b);
@@ -635,8 +668,8 @@ static void setup_heap(struct fx *f)
 }
 static int op_heap(struct fx *f)
 {
-    return derived(f, ctx_with_deadline(f->root, f->far + CTX_SECOND),
-                   EXP_ROOT, 0, 0);
+    return derived_dl(f, ctx_with_deadline(f->root, f->far + CTX_SECOND),
+                      EXP_ROOT, 0, 0);
 }
 /* Many registrations on one context. */
 static void setup_afters(struct fx *f)
@@ -659,6 +692,15 @@ static int group_fn(ctx_t *ctx, void *arg)
     atomic_fetch_add(&group_runs, 1);
     return 0;
 }
+/* Runs until the group's context ends (the root's cancel at teardown), so
+ * that the group's running count is known. */
+static int group_block_fn(ctx_t *ctx, void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&group_runs, 1);
+    REL_EQ(ctx_wait(ctx), CTX_CANCELED);
+    return 0;
+}
 static int op_group_new(struct fx *f)
 {
     f->group = ctx_group_new(f->root, 0);
@@ -676,33 +718,230 @@ static void setup_group(struct fx *f)
     REL_EQ(ctx_group_go(f->group, group_fn, NULL), 0);
     f->group_started = 1;
 }
+/* A group with `limit`, one blocking function running. */
+static void setup_group_limit(struct fx *f, unsigned limit)
+{
+    f->group = ctx_group_new(f->root, limit);
+    REL_CHECK(f->group != NULL, "setup");
+    f->group_limit = limit;
+    REL_EQ(ctx_group_go(f->group, group_block_fn, NULL), 0);
+    f->group_started = 1;
+    REL_EQ(ctx_group_running(f->group), 1);
+}
+static void setup_group_room(struct fx *f)
+{
+    setup_group_limit(f, 2);
+}
+static void setup_group_full(struct fx *f)
+{
+    setup_group_limit(f, 1);
+}
+/* A failed start: ENOMEM (the only error an allocation can cause), fn never
+ * called (teardown counts the runs), the group neither cancelled nor
+ * changed. */
+static int group_failed(struct fx *f, int e, unsigned running)
+{
+    REL_CHECK(e == ENOMEM, "group start failed with %d (%s), want ENOMEM", e,
+              strerror(e));
+    REL_CHECK(!ctx_is_done(ctx_group_ctx(f->group)), "group cancelled");
+    if (f->group_limit != 0)
+        REL_EQ(ctx_group_running(f->group), running);
+    return e;
+}
 static int op_group_go(struct fx *f)
 {
+    unsigned running = ctx_group_running(f->group);
     int e = ctx_group_go(f->group, group_fn, NULL);
-    if (e != 0) {
-        REL_CHECK(e == ENOMEM || e == EAGAIN, "group_go: %d", e);
-        return e;
+    if (e != 0)
+        return group_failed(f, e, running);
+    f->group_started++;
+    return 0;
+}
+static int op_group_try_go(struct fx *f)
+{
+    unsigned running = ctx_group_running(f->group);
+    bool full = f->group_limit != 0 && running >= f->group_limit;
+    int e = ctx_group_try_go(f->group, group_block_fn, NULL);
+    if (e == EAGAIN && full) {
+        /* The documented answer at the limit, not an allocation failure. */
+        REL_CHECK(!ctx__fault_triggered(), "EAGAIN for an allocation failure");
+        REL_EQ(ctx_group_running(f->group), running);
+        return 0;
     }
+    if (e != 0)
+        return group_failed(f, e, running);
+    REL_CHECK(!full, "try_go started a function beyond the limit");
+    REL_EQ(ctx_group_running(f->group), running + 1);
     f->group_started++;
     return 0;
 }
 #endif
 #ifdef REL_HAVE_SIGNAL
+typedef void (*handler_t)(int);
+static atomic_int prog_handler_runs;
+/* A handler of the program's own, which a signal context must put back. */
+static void prog_handler(int sig)
+{
+    (void)sig;
+    atomic_fetch_add(&prog_handler_runs, 1);
+}
+static handler_t disposition(int sig)
+{
+    struct sigaction sa;
+    REL_CHECK(sigaction(sig, NULL, &sa) == 0, "sigaction: %s", strerror(errno));
+    return sa.sa_handler;
+}
+static bool library_owns(int sig)
+{
+    handler_t h = disposition(sig);
+    return h != SIG_DFL && h != SIG_IGN && h != prog_handler;
+}
+static void set_disposition(int sig, handler_t h)
+{
+    struct sigaction sa = {.sa_handler = h};
+    sigemptyset(&sa.sa_mask);
+    REL_CHECK(sigaction(sig, &sa, NULL) == 0, "sigaction: %s", strerror(errno));
+}
+static const char *handler_name(handler_t h)
+{
+    return h == SIG_DFL        ? "SIG_DFL"
+           : h == SIG_IGN      ? "SIG_IGN"
+           : h == prog_handler ? "the program's handler"
+                               : "another handler (the library's)";
+}
+/* A watch ended by a signal ends in the watcher thread, a moment after the
+ * context is seen done: give it up to 2 s to put the disposition back. */
+static void expect_disposition(int sig, handler_t want)
+{
+    handler_t h = disposition(sig);
+    for (int i = 0; i < 2000 && h != want; i++) {
+        usleep(1000);
+        h = disposition(sig);
+    }
+    REL_CHECK(h == want, "signal %d: disposition %s, want %s", sig,
+              handler_name(h), handler_name(want));
+}
+static int sig_slot(int sig)
+{
+    return sig == SIGUSR1 ? 0 : 1;
+}
+/* A new signal context on sigs, cancelled by raise(sig) through the
+ * library's handler (the program's never runs). */
+static void check_raise(const int *sigs, int n, int sig)
+{
+    ctx_t *c = ctx_with_signals(ctx_background(), sigs, (size_t)n);
+    REL_CHECK(c != NULL, "ctx_with_signals after a failed one: %s",
+              strerror(errno));
+    REL_CHECK(library_owns(sig), "no library handler for signal %d", sig);
+    int runs = atomic_load(&prog_handler_runs);
+    REL_EQ(raise(sig), 0);
+    REL_EQ(ctx_wait_until(c, ctx_now() + 10 * CTX_SECOND), CTX_CANCELED);
+    REL_EQ(ctx_cause(c), EINTR);
+    REL_EQ(ctx_signal_caught(c), sig);
+    REL_EQ(atomic_load(&prog_handler_runs), runs);
+    ctx_release(c);
+}
+/* The setup's signal context, if it watches sig: cancelled by it. */
+static void setup_sigctx_fired(struct fx *f, int sig)
+{
+    if (f->sigctx == 0 || f->sigctx_sig != sig)
+        return;
+    struct made *m = &f->made[f->sigctx - 1];
+    if (m->exp != EXP_ROOT)
+        return;
+    REL_EQ(ctx_wait_until(m->c, ctx_now() + 10 * CTX_SECOND), CTX_CANCELED);
+    REL_EQ(ctx_cause(m->c), EINTR);
+    REL_EQ(ctx_signal_caught(m->c), sig);
+    *m = (struct made){m->c, EXP_BIRTH, CTX_CANCELED, EINTR};
+}
 static int op_signals(struct fx *f)
 {
-    static const int sigs[] = {SIGUSR2};
+    static const int usr2[] = {SIGUSR2};
+    const int *sigs = f->nsigs != 0 ? f->sigs : usr2;
+    int n = f->nsigs != 0 ? f->nsigs : 1;
     f->fd_allowance = 0; /* the watcher's pipe goes with its thread */
-    ctx_t *c = ctx_with_signals(f->root, sigs, 1);
-    if (c == NULL) {
-        int e = errno;
-        REL_CHECK(e == ENOMEM || e == EAGAIN || e == EMFILE, "errno %d", e);
-        return e;
+    handler_t before[2] = {disposition(SIGUSR1), disposition(SIGUSR2)};
+    ctx_t *c = ctx_with_signals(f->root, sigs, (size_t)n);
+    if (c != NULL) {
+        for (int i = 0; i < n; i++)
+            REL_CHECK(library_owns(sigs[i]), "signal %d not watched", sigs[i]);
+        fx_add(f, c, EXP_ROOT, 0, 0);
+        return 0;
     }
+    int e = errno;
+    REL_CHECK(e == ENOMEM, "ctx_with_signals: errno %d (%s), want ENOMEM", e,
+              strerror(e));
+    /* The dispositions are exactly what they were before the call: the
+     * program's, or the handler of a signal context still watching. */
+    REL_CHECK(disposition(SIGUSR1) == before[0],
+              "SIGUSR1 disposition changed by a failed ctx_with_signals");
+    REL_CHECK(disposition(SIGUSR2) == before[1],
+              "SIGUSR2 disposition changed by a failed ctx_with_signals");
+    /* Signal contexts still work: a new one on the same signals, and the
+     * setup's (which a raise of its signal cancels too). */
+    for (int i = 0; i < n; i++) {
+        check_raise(sigs, n, sigs[i]);
+        setup_sigctx_fired(f, sigs[i]);
+    }
+    if (f->sigctx != 0 && f->made[f->sigctx - 1].exp == EXP_ROOT) {
+        REL_CHECK(library_owns(f->sigctx_sig), "the setup's watch is gone");
+        REL_EQ(raise(f->sigctx_sig), 0);
+        setup_sigctx_fired(f, f->sigctx_sig);
+    }
+    /* No watch is left: the program's dispositions are back. */
+    expect_disposition(SIGUSR1, f->prog_disp[0]);
+    expect_disposition(SIGUSR2, f->prog_disp[1]);
+    return e;
+}
+/* Another signal context is alive (the watcher exists) on `sig`. */
+static void setup_sigctx(struct fx *f, int sig)
+{
+    ctx_t *c = ctx_with_signals(f->root, &sig, 1);
+    REL_CHECK(c != NULL, "setup: %s", strerror(errno));
     fx_add(f, c, EXP_ROOT, 0, 0);
-    return 0;
+    f->sigctx = f->nmade;
+    f->sigctx_sig = sig;
+}
+static void setup_sig_other(struct fx *f)
+{
+    setup_sigctx(f, SIGUSR1);
+}
+static void setup_sig_same(struct fx *f)
+{
+    setup_sigctx(f, SIGUSR2);
+}
+/* The program has a handler of its own for SIGUSR2. */
+static void setup_sig_prog(struct fx *f)
+{
+    set_disposition(SIGUSR2, prog_handler);
+    f->prog_disp[sig_slot(SIGUSR2)] = prog_handler;
+}
+/* Two signals, one with the program's handler, one default. */
+static void setup_sig_pair(struct fx *f)
+{
+    set_disposition(SIGUSR1, prog_handler);
+    f->prog_disp[sig_slot(SIGUSR1)] = prog_handler;
+    f->sigs[0] = SIGUSR1;
+    f->sigs[1] = SIGUSR2;
+    f->nsigs = 2;
+}
+/* Two signals while a signal context watches one of them. */
+static void setup_sig_pair_watched(struct fx *f)
+{
+    setup_sig_pair(f);
+    setup_sigctx(f, SIGUSR2);
 }
 #endif
 #ifdef REL_HAVE_IO
+/* The caller's mutex is held again when a cond wait returns, even on
+ * failure. */
+static void check_held(pthread_mutex_t *mu)
+{
+    int e = pthread_mutex_trylock(mu);
+    if (e == 0)
+        pthread_mutex_unlock(mu);
+    REL_CHECK(e == EBUSY, "the mutex is not held after the wait (%d)", e);
+}
 static int op_cond_wait(struct fx *f)
 {
     pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
@@ -710,10 +949,57 @@ static int op_cond_wait(struct fx *f)
     ctx_t *t = f->made[0].c;
     pthread_mutex_lock(&mu);
     int e = ctx_cond_wait(t, &cv, &mu);
+    check_held(&mu);
     pthread_mutex_unlock(&mu);
     if (e == ENOMEM)
         return e;
     REL_CHECK(e == 0 || e == CTX_DEADLINE_EXCEEDED, "cond_wait: %d", e);
+    return 0;
+}
+struct pred_arg {
+    int calls;
+    int true_from; /* the first call that returns true */
+};
+static bool pred_fn(void *p)
+{
+    struct pred_arg *a = p;
+    return ++a->calls >= a->true_from;
+}
+/* pred never true: the wait ends with the 1 ms deadline. */
+static int op_cond_wait_pred(struct fx *f)
+{
+    pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+    struct pred_arg a = {0, INT_MAX};
+    pthread_mutex_lock(&mu);
+    int e = ctx_cond_wait_pred(f->made[0].c, &cv, &mu, pred_fn, &a);
+    check_held(&mu);
+    pthread_mutex_unlock(&mu);
+    if (e == ENOMEM) {
+        REL_EQ(a.calls, 1); /* checked once before waiting, then failed */
+        return e;
+    }
+    REL_EQ(e, CTX_DEADLINE_EXCEEDED);
+    REL_CHECK(a.calls >= 2, "pred not re-checked (%d calls)", a.calls);
+    return 0;
+}
+/* pred true after the first wake-up (the deadline's, or a spurious one):
+ * the predicate wins over the deadline. */
+static int op_cond_wait_pred_wake(struct fx *f)
+{
+    pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+    struct pred_arg a = {0, 2};
+    pthread_mutex_lock(&mu);
+    int e = ctx_cond_wait_pred(f->made[0].c, &cv, &mu, pred_fn, &a);
+    check_held(&mu);
+    pthread_mutex_unlock(&mu);
+    if (e == ENOMEM) {
+        REL_EQ(a.calls, 1);
+        return e;
+    }
+    REL_EQ(e, 0);
+    REL_CHECK(a.calls >= 2, "pred calls: %d", a.calls);
     return 0;
 }
 static int op_poll_many(struct fx *f)
@@ -747,8 +1033,8 @@ static const struct scenario scenarios[] = {
     {"with_timeout(short)", op_timeout_short, NULL, 0, 0},
     {"with_timeout_cause(short)", op_timeout_cause_short, NULL, 0, 0},
     {"with_deadline(far)", op_deadline_far, NULL, 0, 0},
-    {"with_deadline(later than parent's)", op_deadline_later_than_parent,
-     NULL, 0, 0},
+    {"with_deadline(later than parent's)", op_deadline_later_than_parent, NULL,
+     0, 0},
     {"with_deadline(past)", op_deadline_past, NULL, 0, 0},
     {"with_deadline_cause(past)", op_deadline_past_cause, NULL, 0, 0},
     {"with_deadline(done parent)", op_deadline_done_parent, NULL, 0, 0},
@@ -789,12 +1075,29 @@ static const struct scenario scenarios[] = {
 #ifdef REL_HAVE_GROUP
     {"ctx_group_new", op_group_new, NULL, 0, 0},
     {"ctx_group_go", op_group_go, setup_group, 0, 0},
+    {"ctx_group_go(limit 2, 1 running)", op_group_go, setup_group_room, 0, 0},
+    {"ctx_group_try_go(limit 2, 1 running)", op_group_try_go, setup_group_room,
+     0, 0},
+    {"ctx_group_try_go(limit reached)", op_group_try_go, setup_group_full, 0,
+     0},
 #endif
 #ifdef REL_HAVE_SIGNAL
     {"ctx_with_signals", op_signals, NULL, 0, 0},
+    {"ctx_with_signals(watcher on another sig)", op_signals, setup_sig_other, 0,
+     0},
+    {"ctx_with_signals(watcher on the same sig)", op_signals, setup_sig_same, 0,
+     0},
+    {"ctx_with_signals(program's handler)", op_signals, setup_sig_prog, 0, 0},
+    {"ctx_with_signals(2 sigs, one handled)", op_signals, setup_sig_pair, 0, 0},
+    {"ctx_with_signals(2 sigs, one watched)", op_signals,
+     setup_sig_pair_watched, 0, 0},
 #endif
 #ifdef REL_HAVE_IO
     {"ctx_cond_wait", op_cond_wait, setup_short, 0, 0},
+    {"ctx_cond_wait_pred(until deadline)", op_cond_wait_pred, setup_short, 0,
+     0},
+    {"ctx_cond_wait_pred(true on wake-up)", op_cond_wait_pred_wake, setup_short,
+     0, 0},
     {"ctx_poll (65 fds)", op_poll_many, setup_short, 0, 0},
 #endif
 };
@@ -809,10 +1112,366 @@ static void on_abort(int sig)
     (void)!write(2, "\n", 1);
 }
 
+/* ---- operations that allocate nothing ----------------------------------
+ * They cannot fail for want of memory, and callers rely on it (cancel and
+ * release in cleanup paths, the blocking helpers in loops): an allocation
+ * added to one of them would need its own failure handling and a scenario
+ * above, so it must be noticed. Each runs with the counter reset and must
+ * leave it at 0; setup and cleanup around them may allocate. */
+static int no_alloc_checked;
+#define NO_ALLOC(what, ...)                                                    \
+    do {                                                                       \
+        snprintf(where, sizeof where, "allocation-free: %s", what);            \
+        ctx__fault_fail_nth(0);                                                \
+        __VA_ARGS__;                                                           \
+        long rel_n_ = ctx__fault_allocs();                                     \
+        REL_CHECK(rel_n_ == 0, "%s made %ld allocation(s)", what, rel_n_);     \
+        no_alloc_checked++;                                                    \
+    } while (0)
+
+static void *cancel_main(void *c)
+{
+    usleep(2000);
+    REL_EQ(ctx_cancel(c), 0);
+    return NULL;
+}
+/* Cancels c from another thread in 2 ms. */
+static pthread_t cancel_soon(ctx_t *c)
+{
+    pthread_t th;
+    REL_EQ(pthread_create(&th, NULL, cancel_main, c), 0);
+    return th;
+}
+static void *wait_main(void *c)
+{
+    return (void *)(intptr_t)ctx_wait(c);
+}
+#ifdef REL_HAVE_GROUP
+static int group_err_fn(ctx_t *ctx, void *arg)
+{
+    (void)ctx;
+    (void)arg;
+    atomic_fetch_add(&group_runs, 1);
+    return 5;
+}
+static int group_nap_fn(ctx_t *ctx, void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&group_runs, 1);
+    REL_EQ(ctx_sleep(ctx, 2 * CTX_MILLISECOND), 0);
+    return 0;
+}
+#endif
+
+static void no_alloc_checks(void)
+{
+    static const ctx_key_t key_c = CTX_KEY("c");
+    int fds_before = rel_count_fds();
+    ctx_t *root = ctx_with_cancel(ctx_background());
+    ctx_t *val = ctx_with_value(root, &key_a, &value_token, NULL);
+    ctx_t *chain[8];
+    ctx_t *prev = val;
+    for (int i = 0; i < 8; i++) {
+        chain[i] = i % 2 ? ctx_with_value(prev, &key_c, &value_token, NULL)
+                         : ctx_with_cancel(prev);
+        REL_CHECK(chain[i] != NULL, "setup");
+        prev = chain[i];
+    }
+    ctx_t *dl = ctx_with_deadline(root, ctx_now() + CTX_HOUR);
+    ctx_t *dn = ctx_with_cancel(root);
+    ctx_t *wo = ctx_without_cancel(val);
+    REL_CHECK(root && val && dl && dn && wo, "setup");
+    REL_EQ(ctx_cancel_cause(dn, 5), 0);
+    ctx_time_t t = 0;
+
+    /* Queries. */
+    NO_ALLOC("ctx_now", REL_CHECK(ctx_now() > 0, "now"));
+    NO_ALLOC("ctx_background, ctx_todo",
+             REL_CHECK(ctx_background() && ctx_todo(), "roots"));
+    NO_ALLOC("ctx_is_done",
+             REL_CHECK(!(ctx_is_done)(root) && (ctx_is_done)(dn) &&
+                           !ctx_is_done(chain[7]) && !(ctx_is_done)(NULL),
+                       "is_done"));
+    NO_ALLOC("ctx_err", REL_EQ((ctx_err)(dn), CTX_CANCELED);
+             REL_EQ((ctx_err)(chain[7]), 0); REL_EQ(ctx_err(dn), CTX_CANCELED));
+    NO_ALLOC("ctx_cause", REL_EQ(ctx_cause(dn), 5);
+             REL_EQ(ctx_cause(chain[7]), 0));
+    NO_ALLOC("ctx_deadline",
+             REL_CHECK(ctx_deadline(dl, &t) && ctx_deadline(dl, NULL) &&
+                           !ctx_deadline(wo, NULL) &&
+                           !ctx_deadline(chain[7], &t),
+                       "deadline"));
+    NO_ALLOC("ctx_value",
+             REL_CHECK(ctx_value(chain[7], &key_a) == &value_token &&
+                           ctx_value(chain[7], &key_c) == &value_token &&
+                           ctx_value(root, &key_a) == NULL &&
+                           ctx_value(wo, &key_a) == &value_token &&
+                           ctx_value(ctx_background(), &key_b) == NULL,
+                       "value"));
+    static const int errs[] = {0,      CTX_CANCELED, CTX_DEADLINE_EXCEEDED,
+                               EINVAL, ENOMEM,       EAGAIN,
+                               EMFILE, ENFILE,       EBADF,
+                               EINTR,  EPIPE,        123456};
+    NO_ALLOC(
+        "ctx_strerror",
+        for (size_t i = 0; i < sizeof errs / sizeof errs[0]; i++) {
+            const char *m = ctx_strerror(errs[i]);
+            REL_CHECK(m != NULL && m[0] != '\0', "strerror(%d)", errs[i]);
+        });
+    NO_ALLOC("ctx_retain", REL_CHECK(ctx_retain(root) == root, "retain");
+             REL_CHECK(ctx_retain(ctx_background()) == ctx_background(), "bg");
+             REL_CHECK(ctx_retain(NULL) == NULL, "NULL"));
+    NO_ALLOC("ctx_release (not the last reference)", ctx_release(root);
+             ctx_release(ctx_background()); ctx_release(NULL));
+
+    /* Waits: done, timing out, woken by a deadline, by another thread. */
+    NO_ALLOC("ctx_wait (done)", REL_EQ(ctx_wait(dn), CTX_CANCELED));
+    NO_ALLOC("ctx_wait_until",
+             REL_EQ(ctx_wait_until(root, ctx_now() + CTX_MILLISECOND), 0);
+             REL_EQ(ctx_wait_until(wo, ctx_now() + CTX_MICROSECOND), 0);
+             REL_EQ(ctx_wait_until(dn, CTX_TIME_MAX), CTX_CANCELED));
+    ctx_t *sh = ctx_with_timeout(root, 2 * CTX_MILLISECOND);
+    REL_CHECK(sh != NULL, "setup");
+    NO_ALLOC("ctx_wait (woken by its deadline)",
+             REL_EQ(ctx_wait(sh), CTX_DEADLINE_EXCEEDED));
+    ctx_t *x = ctx_with_cancel(root);
+    REL_CHECK(x != NULL, "setup");
+    pthread_t th = cancel_soon(x);
+    NO_ALLOC("ctx_wait (woken by another thread's cancel)",
+             REL_EQ(ctx_wait(x), CTX_CANCELED));
+    pthread_join(th, NULL);
+    ctx_release(x);
+    ctx_release(sh);
+
+    /* ctx_sleep. */
+    NO_ALLOC("ctx_sleep (full duration)",
+             REL_EQ(ctx_sleep(root, CTX_MILLISECOND), 0);
+             REL_EQ(ctx_sleep(root, 0), 0));
+    NO_ALLOC("ctx_sleep (done)", REL_EQ(ctx_sleep(dn, CTX_HOUR), CTX_CANCELED));
+    sh = ctx_with_timeout(root, 2 * CTX_MILLISECOND);
+    REL_CHECK(sh != NULL, "setup");
+    NO_ALLOC("ctx_sleep (deadline inside)",
+             REL_EQ(ctx_sleep(sh, CTX_HOUR), CTX_DEADLINE_EXCEEDED));
+    x = ctx_with_cancel(root);
+    REL_CHECK(x != NULL, "setup");
+    th = cancel_soon(x);
+    NO_ALLOC("ctx_sleep (cancelled from another thread)",
+             REL_EQ(ctx_sleep(x, CTX_HOUR), CTX_CANCELED));
+    pthread_join(th, NULL);
+    ctx_release(x);
+    ctx_release(sh);
+
+    /* Cancel of a populated subtree: children of each kind, after-funcs, a
+     * done fd, a blocked waiter, a pending timer. */
+    ctx_t *sub = ctx_with_cancel(root);
+    REL_CHECK(sub != NULL, "setup");
+    enum { KIDS = 24, REGS = 6 };
+    ctx_t *kids[KIDS];
+    for (int i = 0; i < KIDS; i++) {
+        kids[i] = i % 3 == 0   ? ctx_with_cancel(sub)
+                  : i % 3 == 1 ? ctx_with_deadline(sub, ctx_now() + CTX_HOUR)
+                               : ctx_with_value(sub, &key_b, NULL, NULL);
+        REL_CHECK(kids[i] != NULL, "setup");
+    }
+    struct after_arg args[REGS];
+    ctx_after_t *regs[REGS];
+    for (int i = 0; i < REGS; i++) {
+        args[i] = (struct after_arg){0, i % 2 ? sub : kids[i]};
+        regs[i] = ctx_after_func(args[i].ctx, after_fn, &args[i]);
+        REL_CHECK(regs[i] != NULL, "setup");
+    }
+    REL_CHECK(ctx_done_fd(sub) >= 0 && ctx_done_fd(kids[0]) >= 0, "setup");
+    REL_EQ(pthread_create(&th, NULL, wait_main, kids[3]), 0);
+    usleep(1000);
+    NO_ALLOC("ctx_cancel (a subtree with after-funcs, fds, waiter, timers)",
+             REL_EQ(ctx_cancel(sub), 0));
+    NO_ALLOC("ctx_cancel, ctx_cancel_cause (no-ops)",
+             REL_EQ(ctx_cancel_cause(sub, 9), 0);
+             REL_EQ(ctx_cancel(sub), 0); REL_EQ(ctx_cancel(val), EINVAL);
+             REL_EQ(ctx_cancel(wo), EINVAL);
+             REL_EQ(ctx_cancel(ctx_background()), EINVAL);
+             REL_EQ(ctx_cancel(NULL), EINVAL));
+    void *res;
+    pthread_join(th, &res);
+    REL_EQ((intptr_t)res, CTX_CANCELED);
+    for (int i = 0; i < REGS; i++)
+        REL_EQ(atomic_load(&args[i].runs), 1);
+    NO_ALLOC("ctx_after_stop (fn ran)",
+             for (int i = 0; i < REGS; i++)
+                 REL_CHECK(!ctx_after_stop(regs[i]), "stop %d", i));
+    struct after_arg la = {0, root}, ba = {0, ctx_background()};
+    ctx_after_t *lr = ctx_after_func(root, after_fn, &la);
+    ctx_after_t *br = ctx_after_func(ctx_background(), after_fn, &ba);
+    REL_CHECK(lr && br, "setup");
+    NO_ALLOC("ctx_after_stop (fn prevented)",
+             REL_CHECK(ctx_after_stop(lr) && ctx_after_stop(br), "stop");
+             REL_CHECK(!ctx_after_stop(NULL), "stop(NULL)"));
+    NO_ALLOC("ctx_release (last references: a cancelled subtree)",
+             for (int i = 0; i < KIDS; i++) ctx_release(kids[i]);
+             ctx_release(sub));
+    ctx_t *live = ctx_with_deadline(root, ctx_now() + CTX_HOUR);
+    ctx_t *livec =
+        live ? ctx_with_value(live, &key_b, &value_token, count_destroy) : NULL;
+    REL_CHECK(livec != NULL, "setup");
+    NO_ALLOC("ctx_release (last references: live, with timer and destroy)",
+             ctx_release(live);
+             ctx_release(livec));
+    REL_EQ(atomic_exchange(&destroys, 0), 1);
+
+#ifdef REL_HAVE_IO
+    int p[2];
+    REL_EQ(pipe(p), 0);
+    char buf[8];
+    size_t w = 0;
+    NO_ALLOC("ctx_done_fd (eventfd)",
+             REL_CHECK(ctx_done_fd(root) >= 0 &&
+                           ctx_done_fd(val) == ctx_done_fd(root),
+                       "done_fd"));
+    REL_EQ(write(p[1], "x", 1), 1);
+    NO_ALLOC("ctx_wait_fd",
+             REL_CHECK(ctx_wait_fd(root, p[0], POLLIN) & POLLIN, "wait_fd"));
+    NO_ALLOC("ctx_poll (2 fds)",
+             struct pollfd pf[2] = {{.fd = p[0], .events = POLLIN},
+                                    {.fd = p[1], .events = POLLOUT}};
+             REL_EQ(ctx_poll(chain[7], pf, 2), 2));
+    NO_ALLOC("ctx_read", REL_EQ(ctx_read(root, p[0], buf, sizeof buf), 1));
+    NO_ALLOC("ctx_write_all",
+             REL_EQ(ctx_write_all(root, p[1], "abc", 3, &w), 3);
+             REL_EQ(w, 3));
+    REL_EQ(read(p[0], buf, sizeof buf), 3);
+    NO_ALLOC("ctx_read, ctx_write_all, ctx_wait_fd (done)",
+             REL_EQ(ctx_read(dn, p[0], buf, 1), -1);
+             REL_EQ(errno, CTX_CANCELED);
+             REL_EQ(ctx_write_all(dn, p[1], "a", 1, &w), -1);
+             REL_EQ(errno, CTX_CANCELED); REL_EQ(w, 0);
+             REL_EQ(ctx_wait_fd(dn, p[0], POLLIN), -1);
+             REL_EQ(errno, CTX_CANCELED));
+    x = ctx_with_cancel(root);
+    REL_CHECK(x != NULL, "setup");
+    th = cancel_soon(x);
+    NO_ALLOC("ctx_read (cancelled while waiting)",
+             REL_EQ(ctx_read(x, p[0], buf, 1), -1);
+             REL_EQ(errno, CTX_CANCELED));
+    pthread_join(th, NULL);
+    ctx_release(x);
+
+    int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int cfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REL_CHECK(lfd >= 0 && cfd >= 0, "socket: %s", strerror(errno));
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    /* An abstract address: nothing to clean up. */
+    int len = snprintf(sa.sun_path + 1, sizeof sa.sun_path - 1,
+                       "libctx-rel_fault-%d", (int)getpid());
+    socklen_t salen =
+        (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)len);
+    REL_EQ(bind(lfd, (struct sockaddr *)&sa, salen), 0);
+    REL_EQ(listen(lfd, 4), 0);
+    int afd = -1;
+    NO_ALLOC("ctx_connect",
+             REL_EQ(ctx_connect(root, cfd, (struct sockaddr *)&sa, salen), 0));
+    NO_ALLOC("ctx_accept",
+             afd = ctx_accept(root, lfd, NULL, NULL, SOCK_CLOEXEC);
+             REL_CHECK(afd >= 0, "accept: %s", strerror(errno)));
+    NO_ALLOC("ctx_write_all, ctx_read (socket)",
+             REL_EQ(ctx_write_all(root, cfd, "hi", 2, NULL), 2);
+             REL_EQ(ctx_read(root, afd, buf, sizeof buf), 2));
+    x = ctx_with_cancel(root);
+    REL_CHECK(x != NULL, "setup");
+    th = cancel_soon(x);
+    NO_ALLOC("ctx_accept (cancelled while waiting)",
+             REL_EQ(ctx_accept(x, lfd, NULL, NULL, 0), -1);
+             REL_EQ(errno, CTX_CANCELED));
+    pthread_join(th, NULL);
+    ctx_release(x);
+    close(afd);
+    close(cfd);
+    close(lfd);
+    close(p[0]);
+    close(p[1]);
+
+    pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+    struct pred_arg pa = {0, 1};
+    pthread_mutex_lock(&mu);
+    NO_ALLOC("ctx_cond_wait (done), ctx_cond_wait_pred (pred true)",
+             REL_EQ(ctx_cond_wait(dn, &cv, &mu), CTX_CANCELED);
+             REL_EQ(ctx_cond_wait_pred(root, &cv, &mu, pred_fn, &pa), 0));
+    pthread_mutex_unlock(&mu);
+#endif
+
+#ifdef REL_HAVE_SIGNAL
+    static const int usr2[] = {SIGUSR2};
+    ctx_t *sc = ctx_with_signals(root, usr2, 1);
+    ctx_t *scc = sc ? ctx_with_cancel(sc) : NULL;
+    REL_CHECK(scc != NULL, "setup: %s", strerror(errno));
+    NO_ALLOC("ctx_signal_caught (none yet)", REL_EQ(ctx_signal_caught(sc), 0);
+             REL_EQ(ctx_signal_caught(scc), 0);
+             REL_EQ(ctx_signal_caught(root), 0);
+             REL_EQ(ctx_signal_caught(NULL), 0));
+    REL_EQ(raise(SIGUSR2), 0);
+    REL_EQ(ctx_wait_until(scc, ctx_now() + 10 * CTX_SECOND), CTX_CANCELED);
+    NO_ALLOC("ctx_signal_caught (caught)",
+             REL_EQ(ctx_signal_caught(sc), SIGUSR2);
+             REL_EQ(ctx_signal_caught(scc), SIGUSR2));
+    ctx_release(scc);
+    ctx_release(sc);
+    expect_disposition(SIGUSR2, SIG_DFL);
+#endif
+
+#ifdef REL_HAVE_GROUP
+    ctx_group_t *g = ctx_group_new(root, 0);
+    REL_CHECK(g != NULL, "setup");
+    REL_EQ(ctx_group_go(g, group_fn, NULL), 0);
+    REL_EQ(ctx_group_go(g, group_err_fn, NULL), 0);
+    NO_ALLOC("ctx_group_ctx, ctx_group_running",
+             REL_CHECK(ctx_group_ctx(g) != NULL, "group ctx");
+             REL_CHECK(ctx_group_running(g) <= 2, "running");
+             REL_CHECK(ctx_group_ctx(NULL) == NULL, "NULL");
+             REL_EQ(ctx_group_running(NULL), 0));
+    NO_ALLOC("ctx_group_wait", REL_EQ(ctx_group_wait(g), 5);
+             REL_EQ(ctx_group_running(g), 0);
+             REL_EQ(ctx_err(ctx_group_ctx(g)), CTX_CANCELED);
+             REL_EQ(ctx_group_wait(NULL), EINVAL));
+    NO_ALLOC("ctx_group_free", ctx_group_free(g); ctx_group_free(NULL));
+    g = ctx_group_new(root, 0);
+    REL_CHECK(g != NULL, "setup");
+    REL_EQ(ctx_group_go(g, group_nap_fn, NULL), 0);
+    REL_EQ(ctx_group_go(g, group_nap_fn, NULL), 0);
+    NO_ALLOC("ctx_group_free (functions running)", ctx_group_free(g));
+    REL_EQ(atomic_exchange(&group_runs, 0), 4);
+#endif
+
+    snprintf(where, sizeof where, "allocation-free checks: teardown");
+    REL_EQ(ctx_cancel(root), 0);
+    ctx_t *mine[] = {wo, dn, dl, val, root};
+    for (int i = 7; i >= 0; i--)
+        ctx_release(chain[i]);
+    for (size_t i = 0; i < sizeof mine / sizeof mine[0]; i++)
+        ctx_release(mine[i]);
+#ifdef CTX_DEBUG
+    for (int i = 0; i < 1000 && (ctx__live_contexts() || ctx__live_afters());
+         i++)
+        usleep(1000);
+    REL_EQ(ctx__live_contexts(), 0);
+    REL_EQ(ctx__live_afters(), 0);
+#endif
+    int fds_after = rel_count_fds();
+    for (int i = 0; i < 2000 && fds_after > fds_before; i++) {
+        usleep(1000);
+        fds_after = rel_count_fds();
+    }
+    REL_EQ(fds_after, fds_before);
+}
+
 int main(void)
 {
     signal(SIGABRT, on_abort);
     long points = 0, absorbed = 0, ops = 0;
+    /* Distinct (scenario, N) pairs: a scenario run over a parameter range
+     * (timers pending, registrations) fails the same sites again for each
+     * value, so it counts as many pairs as its largest N. */
+    long pairs = 0;
+    int nscenarios = 0;
 
     /* The first deadline of the process allocates the timer's heap (and
      * starts its thread): before any fixture, which has a deadline. */
@@ -847,13 +1506,16 @@ int main(void)
         if (c != NULL)
             absorbed++;
     }
-    printf("  %-40s %4ld failure points\n", "first deadline of the process",
+    printf("  %-44s %4ld failure points\n", "first deadline of the process",
            first);
     points += first;
+    pairs += first;
+    nscenarios++;
     for (size_t s = 0; s < sizeof scenarios / sizeof scenarios[0]; s++) {
         const struct scenario *sc = &scenarios[s];
-        long sc_points = 0;
+        long sc_points = 0, sc_maxn = 0;
         for (long param = sc->param_from; param <= sc->param_to; param++) {
+            long param_points = 0;
             for (long n = 1;; n++) {
                 REL_CHECK(n < 10000, "%s: never succeeds", sc->name);
                 static struct fx f;
@@ -865,8 +1527,8 @@ int main(void)
                 int nmade = f.nmade, nregs = f.nregs;
                 int values = f.values_made;
                 long destroyed = atomic_load(&destroys);
-                snprintf(where, sizeof where, "%s, param %ld, n %ld",
-                         sc->name, param, n);
+                snprintf(where, sizeof where, "%s, param %ld, n %ld", sc->name,
+                         param, n);
                 ctx__fault_fail_nth(n);
                 int r = sc->op(&f);
                 bool hit = ctx__fault_triggered();
@@ -883,19 +1545,40 @@ int main(void)
                            f.values_made - values);
                 }
                 fx_verify_teardown(&f, fds_before);
+#ifdef REL_HAVE_SIGNAL
+                /* Every watch has ended: the program's dispositions are
+                 * back; then the defaults for the next scenario. */
+                expect_disposition(SIGUSR1, f.prog_disp[0]);
+                expect_disposition(SIGUSR2, f.prog_disp[1]);
+                set_disposition(SIGUSR1, SIG_DFL);
+                set_disposition(SIGUSR2, SIG_DFL);
+#endif
                 if (!hit)
                     break;
-                sc_points++;
+                param_points++;
                 if (r == 0)
                     absorbed++;
             }
+            sc_points += param_points;
+            if (param_points > sc_maxn)
+                sc_maxn = param_points;
         }
-        printf("  %-40s %4ld failure points\n", sc->name, sc_points);
+        printf("  %-44s %4ld failure points\n", sc->name, sc_points);
         points += sc_points;
+        pairs += sc_maxn;
+        nscenarios++;
     }
-    printf("rel_fault: %ld failure points exercised (%ld absorbed without "
-           "error), %ld operations, all consistent and leak-free\n",
-           points, absorbed, ops);
+#ifdef REL_HAVE_SIGNAL
+    REL_EQ(atomic_load(&prog_handler_runs), 0);
+#endif
+    no_alloc_checks();
+    printf("  %-44s %4d checked\n", "operations that allocate nothing",
+           no_alloc_checked);
+    printf("rel_fault: %ld failure points exercised in %d scenarios (%ld "
+           "distinct scenario/N pairs, %ld absorbed without error), %ld "
+           "operations, %d allocation-free operations, all consistent and "
+           "leak-free\n",
+           points, nscenarios, pairs, absorbed, ops, no_alloc_checked);
     return 0;
 }
 #endif

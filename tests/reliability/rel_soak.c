@@ -6,6 +6,12 @@
  *    birth with the parent's err and cause;
  *  - err never changes once set, and neither does the cause; the cause is
  *    never visible before err; err is one of the two documented values;
+ *  - (err, cause) is a pair that a cancellation of the context or of an
+ *    ancestor (up to a without_cancel) could have produced: CTX_CANCELED
+ *    with a cause passed to a cancel of one of them (every cancel has a
+ *    unique cause, or none: CTX_CANCELED), or CTX_DEADLINE_EXCEEDED with the
+ *    cause of one of their own deadlines (each unique, or none: the err);
+ *    and over the run some cancel with a unique cause won;
  *  - an after-func runs at most once, only on a done context, and
  *    ctx_after_stop() tells the truth (true: it never ran; false: it ran and
  *    has returned);
@@ -34,6 +40,11 @@
 #define MAXDEPTH 10
 #define NTHREADS 4
 #define MAXREGS 16
+#define MAXCAUSES 8
+
+/* Unique causes: a worker's cancels use arg * 10000000 + n, deadlines
+ * DL_CAUSE_BASE + n; none is CTX_CANCELED or CTX_DEADLINE_EXCEEDED. */
+#define DL_CAUSE_BASE 1000000000
 
 enum kind { K_ROOT, K_CANCEL, K_DEADLINE, K_TIMEOUT, K_VALUE, K_WITHOUT };
 
@@ -49,6 +60,16 @@ struct rec {
     atomic_int refs;
     atomic_int seen_err, seen_cause;
     atomic_bool cancel_returned;
+    /* Every cancel that may have won (it found the context live): its
+     * cause, or `plain` for a cancel without one. A cancel that finds the
+     * record full is skipped; one that finds the context done cannot win
+     * and is made unrecorded. */
+    atomic_int causes[MAXCAUSES];
+    atomic_int ncauses;
+    atomic_bool plain;
+    /* The cause its own deadline reports; 0 when it has no deadline of its
+     * own (a parent deadline earlier than the one asked for, or none). */
+    int dl_cause;
 };
 
 static const ctx_key_t keys[3] = {CTX_KEY("k0"), CTX_KEY("k1"),
@@ -64,6 +85,8 @@ static struct slot roots[NROOTS];
 
 static atomic_bool stop_flag;
 static atomic_long total_ops, total_checks, destroys_pending;
+static atomic_long total_won, total_skipped;
+static atomic_int next_dl_cause = DL_CAUSE_BASE;
 
 #define CHECK(cond, ...)                                                       \
     do {                                                                       \
@@ -134,6 +157,61 @@ static uint32_t rnd(struct rng *g, uint32_t n)
     return (uint32_t)((g->s >> 11) % n);
 }
 
+static bool cancellable(const struct rec *r)
+{
+    return r->kind == K_CANCEL || r->kind == K_DEADLINE ||
+           r->kind == K_TIMEOUT || r->kind == K_ROOT;
+}
+
+static const char *kind_name(enum kind k)
+{
+    static const char *const names[] = {"root",    "cancel", "deadline",
+                                        "timeout", "value",  "without"};
+    return names[k];
+}
+
+/* Could a cancellation of r or an ancestor (up to a without_cancel) have
+ * made r done with (err, cause)? The cancel or timer that won recorded its
+ * cause before it ran, so reading err (acquire) makes the record visible. */
+static bool pair_possible(struct rec *r, int err, int cause)
+{
+    for (struct rec *a = r; a != NULL && a->kind != K_WITHOUT; a = a->parent) {
+        if (err == CTX_DEADLINE_EXCEEDED) {
+            if (a->dl_cause != 0 && a->dl_cause == cause)
+                return true;
+        } else if (err == CTX_CANCELED) {
+            if (cause == CTX_CANCELED && atomic_load(&a->plain))
+                return true;
+            int n = atomic_load(&a->ncauses);
+            for (int i = 0; i < n && i < MAXCAUSES; i++)
+                if (atomic_load(&a->causes[i]) == cause)
+                    return true;
+        }
+    }
+    return false;
+}
+
+/* ctx_cancel_cause(r, cause) (ctx_cancel() when cause is 0 and `plain_fn`),
+ * recorded first if it may win. Returns its result, or -1 when skipped. */
+static int do_cancel(struct rec *r, int cause, bool plain_fn)
+{
+    if (cancellable(r) && !ctx_is_done(r->c)) {
+        if (cause == 0) {
+            atomic_store(&r->plain, true);
+        } else {
+            int i = atomic_fetch_add(&r->ncauses, 1);
+            if (i >= MAXCAUSES) {
+                atomic_fetch_add_explicit(&total_skipped, 1,
+                                          memory_order_relaxed);
+                return -1;
+            }
+            atomic_store(&r->causes[i], cause);
+        }
+    }
+    return cause == 0 && plain_fn ? ctx_cancel(r->c)
+                                  : ctx_cancel_cause(r->c, cause);
+}
+
 /* Observes r: err and cause stable, cause never before err, propagation. */
 static long observe(struct rec *r)
 {
@@ -160,6 +238,11 @@ static long observe(struct rec *r)
         if (!atomic_compare_exchange_strong(&r->seen_cause, &expected, cause))
             CHECK(expected == cause, "cause changed from %d to %d", expected,
                   cause);
+        else /* the first to see it checks its value */
+            CHECK(pair_possible(r, err, cause),
+                  "err %d with cause %d: no cancellation of this %s context "
+                  "(depth %d) or its ancestors could give that",
+                  err, cause, kind_name(r->kind), r->depth);
     } else {
         CHECK(seen == 0, "err went back from %d to 0", seen);
     }
@@ -201,6 +284,8 @@ static bool strict;
 static void cancel_returned(struct rec *r, int cause)
 {
     bool won = cause != 0 && ctx_cause(r->c) == cause;
+    if (won)
+        atomic_fetch_add_explicit(&total_won, 1, memory_order_relaxed);
     if (won || strict)
         atomic_store_explicit(&r->cancel_returned, true, memory_order_release);
 }
@@ -251,26 +336,47 @@ static struct rec *new_rec(struct rec *parent, enum kind kind, struct rng *g,
     atomic_init(&r->refs, 1);
     switch (kind) {
     case K_ROOT:
-        r->c = rnd(g, 4) == 0
-                   ? ctx_with_timeout(pc, (ctx_duration_t)rnd(g, 200) *
-                                              CTX_MILLISECOND)
-                   : ctx_with_cancel(pc);
+        if (rnd(g, 4) == 0) {
+            r->c = ctx_with_timeout(pc, (ctx_duration_t)rnd(g, 200) *
+                                            CTX_MILLISECOND);
+            r->dl_cause = CTX_DEADLINE_EXCEEDED; /* background: its own */
+        } else {
+            r->c = ctx_with_cancel(pc);
+        }
         break;
     case K_CANCEL:
         r->c = ctx_with_cancel(pc);
         break;
-    case K_DEADLINE:
-        r->c = ctx_with_deadline_cause(pc,
-                                       rnd(g, 8) == 0
-                                           ? ctx_now() - 1
-                                           : ctx_now() + CTX_HOUR + rnd(g, 9),
-                                       (int)rnd(g, 3) * 1000);
+    case K_DEADLINE: {
+        /* A unique cause two times in three, else none (either call). */
+        int ca = rnd(g, 3) ? atomic_fetch_add_explicit(&next_dl_cause, 1,
+                                                       memory_order_relaxed)
+                           : 0;
+        ctx_time_t dl = rnd(g, 8) == 0 ? ctx_now() - 1
+                                       : ctx_now() + CTX_HOUR + rnd(g, 9);
+        r->c = ca != 0 || rnd(g, 2) ? ctx_with_deadline_cause(pc, dl, ca)
+                                    : ctx_with_deadline(pc, dl);
+        /* Its own deadline iff it reports the one asked for (else the
+         * parent's, earlier). */
+        ctx_time_t got = 0;
+        if (r->c != NULL && ctx_deadline(r->c, &got) && got == dl)
+            r->dl_cause = ca != 0 ? ca : CTX_DEADLINE_EXCEEDED;
         break;
-    case K_TIMEOUT:
-        r->c = ctx_with_timeout_cause(
-            pc, (ctx_duration_t)rnd(g, 3000) * CTX_MICROSECOND,
-            (int)rnd(g, 2) * 2000);
+    }
+    case K_TIMEOUT: {
+        int ca = rnd(g, 3) ? atomic_fetch_add_explicit(&next_dl_cause, 1,
+                                                       memory_order_relaxed)
+                           : 0;
+        ctx_duration_t to = (ctx_duration_t)rnd(g, 3000) * CTX_MICROSECOND;
+        ctx_time_t t0 = ctx_now();
+        r->c = ca != 0 || rnd(g, 2) ? ctx_with_timeout_cause(pc, to, ca)
+                                    : ctx_with_timeout(pc, to);
+        /* Asked for t0 + to or a little later; earlier is the parent's. */
+        ctx_time_t got = 0;
+        if (r->c != NULL && ctx_deadline(r->c, &got) && got >= t0 + to)
+            r->dl_cause = ca != 0 ? ca : CTX_DEADLINE_EXCEEDED;
         break;
+    }
     case K_VALUE:
         r->key = &keys[rnd(g, 3)];
         r->value = rnd(g, 5) == 0 ? NULL : &values[rnd(g, 4)];
@@ -328,13 +434,12 @@ static void *worker(void *arg)
                 continue;
             } else if (op < 40) { /* cancel */
                 int cause = rnd(&g, 4) ? ++my_cause : 0;
-                bool cancellable = r->kind == K_CANCEL ||
-                                   r->kind == K_DEADLINE ||
-                                   r->kind == K_TIMEOUT || r->kind == K_ROOT;
-                int e = ctx_cancel_cause(r->c, cause);
-                CHECK(e == (cancellable ? 0 : EINVAL), "cancel returned %d",
+                int e = do_cancel(r, cause, rnd(&g, 2));
+                if (e == -1) /* its record is full */
+                    goto observe;
+                CHECK(e == (cancellable(r) ? 0 : EINVAL), "cancel returned %d",
                       e);
-                if (cancellable) {
+                if (cancellable(r)) {
                     CHECK(ctx_is_done(r->c), "cancelled but live");
                     cancel_returned(r, cause);
                 }
@@ -390,12 +495,13 @@ static void *worker(void *arg)
                 struct rec *old = slot_get(rs);
                 if (rnd(&g, 2)) {
                     int cause = ++my_cause;
-                    ctx_cancel_cause(old->c, cause);
-                    cancel_returned(old, cause);
+                    if (do_cancel(old, cause, false) != -1)
+                        cancel_returned(old, cause);
                 }
                 rec_release(old);
                 slot_put(rs, nr);
             }
+        observe:
             checks += observe(r);
             rec_release(r);
         }
@@ -444,6 +550,9 @@ int main(void)
     total_checks += 2;
 #endif
     REL_EQ(atomic_load(&destroys_pending), 0);
+    /* The cause checks above are empty if no unique cause ever wins. */
+    REL_CHECK(atomic_load(&total_won) > 0, "no cancel with a cause won");
+    total_checks++;
     long ops = atomic_load(&total_ops);
     printf("rel_soak: %d threads, %.1f s: %ld operations (%.0f ops/s), "
            "%ld invariant checks, all held; live contexts back to 0\n",

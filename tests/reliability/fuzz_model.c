@@ -5,11 +5,16 @@
  * kind (cancel, deadline far or past, short real timeouts, huge timeouts,
  * value, without_cancel), cancel with and without a cause, retain, release,
  * register and stop after-funcs, done fds, value and deadline lookups,
- * format, waits, "advance past the deadlines" and, in fault-injection
- * builds, failing the Nth allocation of the next operation. After every
- * operation each observable result of every context the harness holds is
- * checked against a reference model kept here: err, cause, is_done,
- * deadline, values, after-func runs, done-fd readiness, format's shape. At
+ * format, waits, "advance past the deadlines", a wait woken by a cancel
+ * from another thread, races of done_fd / after_func / derivations with a
+ * cancel from another thread and, in fault-injection builds, failing the
+ * Nth allocation of the next operation (other builds parse that prefix the
+ * same way and run the operation without it, so an input means the same in
+ * every build). After every operation each observable result of every
+ * context the harness holds is checked against a reference model kept here:
+ * err, cause, is_done, deadline, values, after-func runs, format's shape,
+ * and the readiness of every done fd obtained so far (readable iff done,
+ * so a cancel that reaches a descendant without signalling its fd shows). At
  * the end of each input everything is released and the library's live
  * counters (CTX_DEBUG) must be back to zero, every value destroyed once.
  *
@@ -28,6 +33,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -61,6 +67,7 @@ struct mnode {
     const ctx_key_t *key;
     void *value;
     bool destroy;
+    int fd; /* its done fd once obtained (kept for every check), else -1 */
 };
 
 enum rstate { R_NEVER, R_LIVE, R_RAN, R_MAYBE };
@@ -317,6 +324,21 @@ static void check_node(int i)
         REL_CHECK(ctx_value(c, &keys[k]) == mvalue(i, &keys[k]),
                   "value of %s", keys[k].name);
     REL_EQ(ctx_wait_until(c, 0), merr(i));
+    if (n->fd >= 0) {
+        /* The same fd every time, readable iff done (a done one gets the
+         * moment fd_readable gives: a deadline's waiter may run before the
+         * timer thread signals it). */
+        REL_EQ(ctx_done_fd(c), n->fd);
+        if (msrc(i) < 0) {
+            REL_EQ(n->fd, never_fd);
+            REL_CHECK(!fd_readable(n->fd, false), "never-ready fd is readable");
+        } else {
+            bool done = merr(i) != 0;
+            REL_CHECK(fd_readable(n->fd, done) == done,
+                      "done fd of node %d: readable %d, model err %d", i,
+                      !done, merr(i));
+        }
+    }
     if (n->kind == M_VALUE && n->destroy)
         REL_EQ(atomic_load(&destroyed[i]), 0);
 }
@@ -383,6 +405,7 @@ static int add_node(ctx_t *c, int parent, enum mkind kind, bool own,
     n->parent = parent;
     n->kind = kind;
     n->handles = 1;
+    n->fd = -1;
     if (kind != M_WITHOUT)
         inherit_deadline(n, parent);
     if (kind == M_CANCEL && own) {
@@ -533,15 +556,9 @@ static void op_derive(unsigned op, struct input *in)
     }
 }
 
-static void op_cancel(struct input *in, bool with_cause)
+/* Applies to the model a cancel of x that returned e. */
+static void model_cancel(int x, int e, bool with_cause, int cause)
 {
-    int x = pick(next(in));
-    unsigned b = next(in);
-    int cause = with_cause ? (int)b : 0;
-    if (x >= 0)
-        settle_subtree(x);
-    ctx_t *c = handle(x);
-    int e = with_cause ? ctx_cancel_cause(c, cause) : ctx_cancel(c);
     if (x < 0 || nodes[x].kind != M_CANCEL) {
         REL_EQ(e, EINVAL);
         return;
@@ -551,6 +568,18 @@ static void op_cancel(struct input *in, bool with_cause)
     if (nodes[x].err == 0)
         mcancel(x, CTX_CANCELED, mc, R_RAN);
     /* Propagation is synchronous: checked by check_all() next. */
+}
+
+static void op_cancel(struct input *in, bool with_cause)
+{
+    int x = pick(next(in));
+    unsigned b = next(in);
+    int cause = with_cause ? (int)b : 0;
+    if (x >= 0)
+        settle_subtree(x);
+    ctx_t *c = handle(x);
+    int e = with_cause ? ctx_cancel_cause(c, cause) : ctx_cancel(c);
+    model_cancel(x, e, with_cause, cause);
 }
 
 static void op_release(struct input *in)
@@ -638,13 +667,15 @@ static void op_stop(struct input *in)
         stop_reg((int)(b % (unsigned)nregs));
 }
 
-static void op_done_fd(struct input *in)
+/* Checks fd, the answer of ctx_done_fd(x), and keeps it for check_node. */
+static void got_fd(int x, int fd)
 {
-    int x = pick(next(in));
-    if (x >= 0)
-        settle_ancestors(x);
-    int fd = ctx_done_fd(handle(x));
     REL_CHECK(fd >= 0, "done_fd: %s", strerror(errno));
+    if (x >= 0) {
+        if (nodes[x].fd >= 0)
+            REL_EQ(fd, nodes[x].fd);
+        nodes[x].fd = fd;
+    }
     int s = x >= 0 ? msrc(x) : -1;
     if (s < 0) {
         /* The shared never-ready fd. */
@@ -656,6 +687,14 @@ static void op_done_fd(struct input *in)
     }
     REL_EQ(ctx_done_fd(nodes[s].c), fd); /* shared with its source */
     REL_EQ(fd_readable(fd, merr(x) != 0), merr(x) != 0);
+}
+
+static void op_done_fd(struct input *in)
+{
+    int x = pick(next(in));
+    if (x >= 0)
+        settle_ancestors(x);
+    got_fd(x, ctx_done_fd(handle(x)));
 }
 
 static void op_format(struct input *in)
@@ -700,6 +739,187 @@ static void op_wait(struct input *in)
      * pending deadline above x). */
     REL_EQ(ctx_wait_until(c, ctx_now() + (ctx_time_t)(b % 4) * 20000),
            merr(x));
+}
+
+/* ---- operations racing with a cancel from another thread --------------- */
+
+struct canceller {
+    ctx_t *c;
+    int cause; /* 0: ctx_cancel */
+    unsigned delay_us;
+    int ret;
+};
+
+/* One cancelling thread for the process, handed one cancel at a time (a
+ * thread per operation would cost more than the rest of the input). */
+static pthread_mutex_t w_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t w_cv = PTHREAD_COND_INITIALIZER;
+static struct canceller *w_job; /* posted, not taken yet */
+static bool w_busy;             /* posted or running */
+static pthread_once_t w_once = PTHREAD_ONCE_INIT;
+
+static void *worker_main(void *p)
+{
+    (void)p;
+    for (;;) {
+        pthread_mutex_lock(&w_mu);
+        while (w_job == NULL)
+            pthread_cond_wait(&w_cv, &w_mu);
+        struct canceller *k = w_job;
+        w_job = NULL;
+        pthread_mutex_unlock(&w_mu);
+        if (k->delay_us > 0)
+            usleep(k->delay_us);
+        k->ret = k->cause != 0 ? ctx_cancel_cause(k->c, k->cause)
+                               : ctx_cancel(k->c);
+        pthread_mutex_lock(&w_mu);
+        w_busy = false;
+        pthread_cond_broadcast(&w_cv);
+        pthread_mutex_unlock(&w_mu);
+    }
+    return NULL;
+}
+
+static void worker_start(void)
+{
+    pthread_t t;
+    REL_CHECK(pthread_create(&t, NULL, worker_main, NULL) == 0,
+              "pthread_create");
+    pthread_detach(t);
+}
+
+/* A held node on x's chain (x or an ancestor), chosen by b; x if none. */
+static int pick_chain(int x, unsigned b)
+{
+    int chain[MAXNODES], n = 0;
+    for (int j = x; j >= 0; j = nodes[j].parent)
+        if (nodes[j].handles > 0)
+            chain[n++] = j;
+    return n > 0 ? chain[b % (unsigned)n] : x;
+}
+
+/* Picks the context x the operation works on and a held context a on its
+ * chain that another thread cancels, settling whatever could race with
+ * that; then hands the cancel to that thread. Its after-funcs run there
+ * (R_RAN once it is done: the model is updated in join_cancel). */
+static void start_cancel(struct canceller *k, int *xp, int *ap, unsigned c,
+                         struct input *in)
+{
+    int x = pick(next(in));
+    int a = pick_chain(x, next(in));
+    unsigned cb = next(in);
+    static const unsigned delays[] = {0, 0, 10, 100};
+    if (x >= 0)
+        settle_ancestors(x);
+    if (a >= 0)
+        settle_subtree(a);
+    k->c = handle(a);
+    k->cause = (cb & 1) ? 0 : (int)(cb >> 1) + 2000;
+    k->delay_us = delays[c & 3];
+    k->ret = -1;
+    pthread_once(&w_once, worker_start);
+    pthread_mutex_lock(&w_mu);
+    w_job = k;
+    w_busy = true;
+    pthread_cond_broadcast(&w_cv);
+    pthread_mutex_unlock(&w_mu);
+    *xp = x;
+    *ap = a;
+}
+
+static void join_cancel(struct canceller *k, int a)
+{
+    pthread_mutex_lock(&w_mu);
+    while (w_busy)
+        pthread_cond_wait(&w_cv, &w_mu);
+    pthread_mutex_unlock(&w_mu);
+    model_cancel(a, k->ret, k->cause != 0, k->cause);
+}
+
+/* A wait on x woken by a cancel of x or an ancestor from another thread (the
+ * waiter-wake path of every node the cancel reaches, not only its root). */
+static void op_wait_woken(struct input *in)
+{
+    unsigned c = next(in);
+    struct canceller k;
+    int x, a;
+    start_cancel(&k, &x, &a, c, in);
+    /* What x's err will be once the cancel is done. */
+    int s = msrc(x);
+    int want = merr(x);
+    if (want == 0 && a >= 0 && nodes[a].kind == M_CANCEL && s >= 0 &&
+        follows(s, a))
+        want = CTX_CANCELED;
+    ctx_time_t bound = want != 0 ? 10 * CTX_SECOND
+                                 : (ctx_time_t)((c >> 2) % 4) * 20000;
+    int e = ctx_wait_until(handle(x), ctx_now() + bound);
+    REL_CHECK(e == want, "wait woken by a cancel from a thread: %d, want %d",
+              e, want);
+    join_cancel(&k, a);
+}
+
+/* One of done_fd, after_func, with_cancel or a far with_deadline on x while
+ * another thread cancels x or an ancestor: whichever comes first, once both
+ * are done the result is as if the cancel had come first or last. */
+static void op_race(struct input *in)
+{
+    unsigned c = next(in);
+    unsigned mode = (c >> 2) % 4;
+    if (mode == 1 && nregs >= MAXREGS)
+        mode = 0;
+    if (mode >= 2 && nnodes >= MAXNODES)
+        mode = 0;
+    struct canceller k;
+    int x, a;
+    start_cancel(&k, &x, &a, c, in);
+    ctx_t *xc = handle(x);
+    switch (mode) {
+    case 0: {
+        int fd = ctx_done_fd(xc);
+        join_cancel(&k, a);
+        got_fd(x, fd);
+        break;
+    }
+    case 1: {
+        struct after_arg *g = calloc(1, sizeof *g);
+        REL_CHECK(g != NULL, "harness out of memory");
+        g->ctx = xc;
+        ctx_after_t *h = ctx_after_func(xc, after_fn, g);
+        int en = errno;
+        join_cancel(&k, a);
+        if (h == NULL) {
+#ifdef CTX_FAULT_INJECTION
+            REL_CHECK(ctx__fault_triggered() && en == ENOMEM, "after_func");
+#else
+            REL_CHECK(0, "after_func: %s", strerror(en));
+#endif
+            REL_EQ(atomic_load(&g->runs), 0);
+            free(g);
+            break;
+        }
+        struct mreg *r = &regs[nregs++];
+        r->h = h;
+        r->arg = g;
+        r->src = msrc(x);
+        r->st = r->src < 0                ? R_NEVER
+                : nodes[r->src].err != 0 ? R_RAN
+                                          : R_LIVE;
+        break; /* the run count: check_regs() next */
+    }
+    default: {
+        ctx_time_t d = base + (ctx_time_t)(c >> 4) * CTX_SECOND;
+        ctx_t *nc = mode == 2 ? ctx_with_cancel(xc) : ctx_with_deadline(xc, d);
+        int en = errno;
+        join_cancel(&k, a);
+        errno = en;
+        if (derive_failed(nc))
+            break;
+        int i = mode == 2 ? add_node(nc, x, M_CANCEL, false, 0, 0, 0)
+                          : add_node(nc, x, M_CANCEL, true, d, d, 0);
+        birth(i, false);
+        break;
+    }
+    }
 }
 
 static void op_strerror(struct input *in)
@@ -763,14 +983,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 #endif
     for (int ops = 0; in.n > 0 && ops < MAXOPS; ops++) {
         unsigned op = next(&in) % 24;
-#ifdef CTX_FAULT_INJECTION
         bool armed = false;
         if (op == 23) { /* fail the Nth allocation of the next operation */
-            ctx__fault_fail_nth((long)(next(&in) % 4) + 1);
+            long nth = (long)(next(&in) % 4) + 1;
+#ifdef CTX_FAULT_INJECTION
+            ctx__fault_fail_nth(nth);
             armed = true;
+#else
+            (void)nth; /* parsed the same: the operation runs unarmed */
+#endif
             op = next(&in) % 23;
         }
-#endif
         switch (op) {
         case 0: case 1: case 2: case 3: case 4: case 5: case 6:
             op_derive(op, &in);
@@ -811,12 +1034,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         case 20:
             op_strerror(&in);
             break;
+        case 21:
+            op_wait_woken(&in);
+            break;
         default:
+            op_race(&in);
             break;
         }
 #ifdef CTX_FAULT_INJECTION
         if (armed)
             ctx__fault_fail_nth(0);
+#else
+        (void)armed;
 #endif
         check_all();
     }

@@ -7,6 +7,7 @@
 
 #include <fcntl.h>
 #include <limits.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <sys/stat.h>
@@ -352,6 +353,9 @@ struct cond_waker {
     pthread_t thread;    /* that thread, joined by the waiter */
 };
 
+/* About 50-100 us of yielding before a thread is started instead. */
+#define COND_WAKE_TRIES 64
+
 static void deliver_wake(struct cond_waker *w)
 {
     pthread_mutex_lock(w->mu);
@@ -370,8 +374,10 @@ static void *deferred_wake_main(void *arg)
  * this runs in whichever thread cancelled, or in the timer thread that
  * serves every deadline of the process: it must not block on a mutex the
  * program may hold for long, or hold itself. So it takes mu only if it is
- * free, and otherwise hands the broadcast to a short-lived thread, which the
- * waiter joins. Only if no thread can be started does it block on mu. */
+ * free (trying for a few scheduler rounds: when a cancel wakes many waiters
+ * of one mutex, they hold it only briefly), and otherwise hands the
+ * broadcast to a short-lived thread, which the waiter joins. Only if no
+ * thread can be started does it block on mu. */
 static void cond_wake(void *arg)
 {
     struct cond_waker *w = arg;
@@ -379,10 +385,13 @@ static void cond_wake(void *arg)
      * the waiter holds mu then, and sees ctx done right after. */
     if (atomic_load(&w->inline_) && pthread_equal(pthread_self(), w->owner))
         return;
-    if (pthread_mutex_trylock(w->mu) == 0) {
-        pthread_cond_broadcast(w->cond);
-        pthread_mutex_unlock(w->mu);
-        return;
+    for (int i = 0; i < COND_WAKE_TRIES; i++) {
+        if (pthread_mutex_trylock(w->mu) == 0) {
+            pthread_cond_broadcast(w->cond);
+            pthread_mutex_unlock(w->mu);
+            return;
+        }
+        sched_yield();
     }
     sigset_t all, old;
     sigfillset(&all);

@@ -1093,6 +1093,53 @@ static void test_cond_wait_mutex_held(void **state)
     ctx_release(c);
 }
 
+/* One cancel wakes many waiters of one mutex: each waiter's wake contends
+ * for the mutex with the waiters already woken. All return, promptly. */
+struct crowd {
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    ctx_t *ctx;
+    atomic_int waiting, cancelled;
+};
+
+static void *crowd_main(void *arg)
+{
+    struct crowd *c = arg;
+    pthread_mutex_lock(&c->mu);
+    atomic_fetch_add(&c->waiting, 1);
+    int err;
+    while ((err = ctx_cond_wait(c->ctx, &c->cond, &c->mu)) == 0)
+        ;
+    pthread_mutex_unlock(&c->mu);
+    if (err == ECANCELED)
+        atomic_fetch_add(&c->cancelled, 1);
+    return NULL;
+}
+
+static void test_cond_wait_crowd(void **state)
+{
+    (void)state;
+    enum { N = 64 };
+    struct crowd c = {.ctx = ctx_with_cancel(ctx_background())};
+    pthread_mutex_init(&c.mu, NULL);
+    pthread_cond_init(&c.cond, NULL);
+    pthread_t t[N];
+    for (int i = 0; i < N; i++)
+        t[i] = tu_spawn(crowd_main, &c);
+    while (atomic_load(&c.waiting) < N)
+        tu_sleep(CTX_MILLISECOND);
+    tu_sleep(10 * MS);
+    ctx_time_t t0 = ctx_now();
+    ctx_cancel(c.ctx);
+    for (int i = 0; i < N; i++)
+        pthread_join(t[i], NULL);
+    assert_true(ctx_now() - t0 < TU_PROMPT * 4);
+    assert_int_equal(atomic_load(&c.cancelled), N);
+    pthread_mutex_destroy(&c.mu);
+    pthread_cond_destroy(&c.cond);
+    ctx_release(c.ctx);
+}
+
 /* Cancellation racing with the start of the wait, many times: no lost
  * wake-up (the waiter would hang) and no deadlock on the user's mutex. */
 static void *race_cancel_main(void *arg)
@@ -1134,6 +1181,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sleep, tu_count_setup, tu_count_teardown),
         cmocka_unit_test_setup_teardown(test_cond_wait_reports_end, tu_count_setup, tu_count_teardown),
         cmocka_unit_test_setup_teardown(test_cond_wait_mutex_held, tu_count_setup, tu_count_teardown),
+        cmocka_unit_test_setup_teardown(test_cond_wait_crowd, tu_count_setup, tu_count_teardown),
         cmocka_unit_test_setup_teardown(test_connect_unix_backlog, tu_count_setup, tu_count_teardown),
         cmocka_unit_test_setup_teardown(test_sleep_eintr, tu_count_setup, tu_count_teardown),
         cmocka_unit_test_setup_teardown(test_wait_fd, tu_count_setup, tu_count_teardown),

@@ -7,9 +7,11 @@
 #include "ctx.h"
 
 #include <dirent.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #if defined(__SANITIZE_ADDRESS__)
 #define REL_ASAN 1
@@ -66,6 +68,21 @@ static inline int rel_count_fds(void)
             n++;
     closedir(d);
     return n - 1; /* the directory's own fd */
+}
+
+static inline void *rel_cancel_main(void *c)
+{
+    usleep(5000);
+    REL_EQ(ctx_cancel((ctx_t *)c), 0);
+    return NULL;
+}
+
+/* Cancels c from another thread in 5 ms (join the thread returned). */
+static inline pthread_t rel_cancel_soon(ctx_t *c)
+{
+    pthread_t th;
+    REL_EQ(pthread_create(&th, NULL, rel_cancel_main, c), 0);
+    return th;
 }
 
 /* An integer from the environment, or `def`. */

@@ -1129,19 +1129,6 @@ static int no_alloc_checked;
         no_alloc_checked++;                                                    \
     } while (0)
 
-static void *cancel_main(void *c)
-{
-    usleep(2000);
-    REL_EQ(ctx_cancel(c), 0);
-    return NULL;
-}
-/* Cancels c from another thread in 2 ms. */
-static pthread_t cancel_soon(ctx_t *c)
-{
-    pthread_t th;
-    REL_EQ(pthread_create(&th, NULL, cancel_main, c), 0);
-    return th;
-}
 static void *wait_main(void *c)
 {
     return (void *)(intptr_t)ctx_wait(c);
@@ -1236,7 +1223,7 @@ static void no_alloc_checks(void)
              REL_EQ(ctx_wait(sh), CTX_DEADLINE_EXCEEDED));
     ctx_t *x = ctx_with_cancel(root);
     REL_CHECK(x != NULL, "setup");
-    pthread_t th = cancel_soon(x);
+    pthread_t th = rel_cancel_soon(x);
     NO_ALLOC("ctx_wait (woken by another thread's cancel)",
              REL_EQ(ctx_wait(x), CTX_CANCELED));
     pthread_join(th, NULL);
@@ -1254,7 +1241,7 @@ static void no_alloc_checks(void)
              REL_EQ(ctx_sleep(sh, CTX_HOUR), CTX_DEADLINE_EXCEEDED));
     x = ctx_with_cancel(root);
     REL_CHECK(x != NULL, "setup");
-    th = cancel_soon(x);
+    th = rel_cancel_soon(x);
     NO_ALLOC("ctx_sleep (cancelled from another thread)",
              REL_EQ(ctx_sleep(x, CTX_HOUR), CTX_CANCELED));
     pthread_join(th, NULL);
@@ -1348,7 +1335,7 @@ static void no_alloc_checks(void)
              REL_EQ(errno, CTX_CANCELED));
     x = ctx_with_cancel(root);
     REL_CHECK(x != NULL, "setup");
-    th = cancel_soon(x);
+    th = rel_cancel_soon(x);
     NO_ALLOC("ctx_read (cancelled while waiting)",
              REL_EQ(ctx_read(x, p[0], buf, 1), -1);
              REL_EQ(errno, CTX_CANCELED));
@@ -1377,7 +1364,7 @@ static void no_alloc_checks(void)
              REL_EQ(ctx_read(root, afd, buf, sizeof buf), 2));
     x = ctx_with_cancel(root);
     REL_CHECK(x != NULL, "setup");
-    th = cancel_soon(x);
+    th = rel_cancel_soon(x);
     NO_ALLOC("ctx_accept (cancelled while waiting)",
              REL_EQ(ctx_accept(x, lfd, NULL, NULL, 0), -1);
              REL_EQ(errno, CTX_CANCELED));

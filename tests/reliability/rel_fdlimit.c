@@ -86,19 +86,6 @@ static void *waiter(void *arg)
     return (void *)(intptr_t)ctx_wait(arg);
 }
 
-static void *cancel_main(void *c)
-{
-    usleep(5000);
-    REL_EQ(ctx_cancel(c), 0);
-    return NULL;
-}
-/* Cancels c from another thread in 5 ms (a thread needs no fd). */
-static pthread_t cancel_soon(ctx_t *c)
-{
-    pthread_t th;
-    REL_EQ(pthread_create(&th, NULL, cancel_main, c), 0);
-    return th;
-}
 
 static void lower_limit(const struct rlimit *old)
 {
@@ -162,7 +149,7 @@ static void io_at_limit(ctx_t *parent)
               "ctx_sleep returned early");
     ctx_t *c = ctx_with_cancel(parent);
     REL_CHECK(c != NULL, "with_cancel: %s", strerror(errno));
-    pthread_t th = cancel_soon(c);
+    pthread_t th = rel_cancel_soon(c);
     t0 = ctx_now();
     REL_EQ(ctx_sleep(c, CTX_HOUR), CTX_CANCELED);
     REL_CHECK(ctx_now() - t0 < 5 * CTX_SECOND, "ctx_sleep not prompt");
@@ -178,7 +165,7 @@ static void io_at_limit(ctx_t *parent)
     c = ctx_with_cancel(parent);
     REL_CHECK(c != NULL, "with_cancel: %s", strerror(errno));
     pthread_mutex_lock(&mu);
-    th = cancel_soon(c);
+    th = rel_cancel_soon(c);
     int e;
     do /* 0: a spurious wake-up */
         e = ctx_cond_wait(c, &cv, &mu);

@@ -299,9 +299,19 @@ static bool fd_readable(int fd, bool wait)
 {
     struct pollfd p = {.fd = fd, .events = POLLIN};
     /* The fd is signalled just after err is stored: a done context gets a
-     * moment; a live one must not be readable now. */
-    int r = poll(&p, 1, wait ? 5000 : 0);
-    REL_CHECK(r >= 0 && !(p.revents & POLLNVAL), "poll on done fd %d", fd);
+     * moment; a live one must not be readable now. libFuzzer's SIGALRM
+     * (its -timeout watchdog, every second) interrupts poll, even one with
+     * a zero timeout on an fd that is not ready: EINTR, wait again. */
+    ctx_time_t end = ctx_now() + (wait ? 5 * CTX_SECOND : 0);
+    int r;
+    for (;;) {
+        ctx_time_t left = end - ctx_now();
+        r = poll(&p, 1, left > 0 ? (int)(left / CTX_MILLISECOND) : 0);
+        if (r >= 0 || errno != EINTR)
+            break;
+    }
+    REL_CHECK(r >= 0, "poll on done fd %d: %s", fd, strerror(errno));
+    REL_CHECK(!(p.revents & POLLNVAL), "done fd %d is not open", fd);
     return r == 1;
 }
 

@@ -8,6 +8,7 @@
 
 #include <dirent.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,6 +84,14 @@ static inline pthread_t rel_cancel_soon(ctx_t *c)
     pthread_t th;
     REL_EQ(pthread_create(&th, NULL, rel_cancel_main, c), 0);
     return th;
+}
+
+/* The handler currently installed for sig (SIG_DFL, SIG_IGN or a function). */
+static inline void (*rel_disposition(int sig))(int)
+{
+    struct sigaction sa;
+    REL_CHECK(sigaction(sig, NULL, &sa) == 0, "sigaction(%d)", sig);
+    return sa.sa_handler;
 }
 
 /* An integer from the environment, or `def`. */

@@ -785,15 +785,9 @@ static void prog_handler(int sig)
     (void)sig;
     atomic_fetch_add(&prog_handler_runs, 1);
 }
-static handler_t disposition(int sig)
-{
-    struct sigaction sa;
-    REL_CHECK(sigaction(sig, NULL, &sa) == 0, "sigaction: %s", strerror(errno));
-    return sa.sa_handler;
-}
 static bool library_owns(int sig)
 {
-    handler_t h = disposition(sig);
+    handler_t h = rel_disposition(sig);
     return h != SIG_DFL && h != SIG_IGN && h != prog_handler;
 }
 static void set_disposition(int sig, handler_t h)
@@ -813,10 +807,10 @@ static const char *handler_name(handler_t h)
  * context is seen done: give it up to 2 s to put the disposition back. */
 static void expect_disposition(int sig, handler_t want)
 {
-    handler_t h = disposition(sig);
+    handler_t h = rel_disposition(sig);
     for (int i = 0; i < 2000 && h != want; i++) {
         usleep(1000);
-        h = disposition(sig);
+        h = rel_disposition(sig);
     }
     REL_CHECK(h == want, "signal %d: disposition %s, want %s", sig,
               handler_name(h), handler_name(want));
@@ -860,7 +854,7 @@ static int op_signals(struct fx *f)
     const int *sigs = f->nsigs != 0 ? f->sigs : usr2;
     int n = f->nsigs != 0 ? f->nsigs : 1;
     f->fd_allowance = 0; /* the watcher's pipe goes with its thread */
-    handler_t before[2] = {disposition(SIGUSR1), disposition(SIGUSR2)};
+    handler_t before[2] = {rel_disposition(SIGUSR1), rel_disposition(SIGUSR2)};
     ctx_t *c = ctx_with_signals(f->root, sigs, (size_t)n);
     if (c != NULL) {
         for (int i = 0; i < n; i++)
@@ -873,9 +867,9 @@ static int op_signals(struct fx *f)
               strerror(e));
     /* The dispositions are exactly what they were before the call: the
      * program's, or the handler of a signal context still watching. */
-    REL_CHECK(disposition(SIGUSR1) == before[0],
+    REL_CHECK(rel_disposition(SIGUSR1) == before[0],
               "SIGUSR1 disposition changed by a failed ctx_with_signals");
-    REL_CHECK(disposition(SIGUSR2) == before[1],
+    REL_CHECK(rel_disposition(SIGUSR2) == before[1],
               "SIGUSR2 disposition changed by a failed ctx_with_signals");
     /* Signal contexts still work: a new one on the same signals, and the
      * setup's (which a raise of its signal cancels too). */

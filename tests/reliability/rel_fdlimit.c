@@ -203,12 +203,6 @@ static void prog_handler(int sig)
     (void)sig;
     atomic_fetch_add(&prog_handler_runs, 1);
 }
-static handler_t disposition(int sig)
-{
-    struct sigaction sa;
-    REL_CHECK(sigaction(sig, NULL, &sa) == 0, "sigaction");
-    return sa.sa_handler;
-}
 
 /* ctx_with_signals needs a pipe for its watcher: EMFILE, no handler left,
  * no fd taken (with one free, half a pipe must not stay). */
@@ -225,9 +219,9 @@ static void signals_at_limit(ctx_t *parent)
         REL_CHECK(c == NULL && errno == EMFILE,
                   "ctx_with_signals with %d fd free: %p, errno %d (%s)",
                   free_slots, (void *)c, errno, strerror(errno));
-        REL_CHECK(disposition(SIGUSR1) == SIG_DFL,
+        REL_CHECK(rel_disposition(SIGUSR1) == SIG_DFL,
                   "a failed ctx_with_signals left a SIGUSR1 handler");
-        REL_CHECK(disposition(SIGUSR2) == prog_handler,
+        REL_CHECK(rel_disposition(SIGUSR2) == prog_handler,
                   "a failed ctx_with_signals replaced the program's handler");
         if (free_slots > 0) {
             int probe = dup(2);
@@ -244,7 +238,7 @@ static void signals_after_limit(ctx_t *parent)
     static const int sigs[] = {SIGUSR1, SIGUSR2};
     ctx_t *c = ctx_with_signals(parent, sigs, 2);
     REL_CHECK(c != NULL, "ctx_with_signals: %s", strerror(errno));
-    REL_CHECK(disposition(SIGUSR2) != prog_handler, "not watched");
+    REL_CHECK(rel_disposition(SIGUSR2) != prog_handler, "not watched");
     REL_EQ(raise(SIGUSR2), 0);
     REL_EQ(ctx_wait_until(c, ctx_now() + 10 * CTX_SECOND), CTX_CANCELED);
     REL_EQ(ctx_cause(c), EINTR);
@@ -252,10 +246,10 @@ static void signals_after_limit(ctx_t *parent)
     REL_EQ(atomic_load(&prog_handler_runs), 0);
     ctx_release(c);
     /* The watch ends in the watcher thread, a moment after. */
-    for (int i = 0; i < 2000 && disposition(SIGUSR2) != prog_handler; i++)
+    for (int i = 0; i < 2000 && rel_disposition(SIGUSR2) != prog_handler; i++)
         usleep(1000);
-    REL_CHECK(disposition(SIGUSR2) == prog_handler, "handler not restored");
-    REL_CHECK(disposition(SIGUSR1) == SIG_DFL, "SIGUSR1 not restored");
+    REL_CHECK(rel_disposition(SIGUSR2) == prog_handler, "handler not restored");
+    REL_CHECK(rel_disposition(SIGUSR1) == SIG_DFL, "SIGUSR1 not restored");
     signal(SIGUSR2, SIG_DFL);
 }
 #endif

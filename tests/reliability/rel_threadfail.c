@@ -128,24 +128,17 @@ static void group_threads(void)
     printf("  ok   group threads: EAGAIN, fn never called, then it runs\n");
 }
 
-static void (*disposition(int sig))(int)
-{
-    struct sigaction sa;
-    REL_CHECK(sigaction(sig, NULL, &sa) == 0, "sigaction");
-    return sa.sa_handler;
-}
-
 static void signal_watcher(void)
 {
     static const int usr1[] = {SIGUSR1};
     int fds = rel_count_fds();
-    REL_CHECK(disposition(SIGUSR1) == SIG_DFL, "SIGUSR1 is not SIG_DFL");
+    REL_CHECK(rel_disposition(SIGUSR1) == SIG_DFL, "SIGUSR1 is not SIG_DFL");
     arm(true);
     errno = 0;
     REL_CHECK(ctx_with_signals(ctx_background(), usr1, 1) == NULL, "made");
     REL_EQ(errno, EAGAIN);
     arm(false);
-    REL_CHECK(disposition(SIGUSR1) == SIG_DFL, "handler left installed");
+    REL_CHECK(rel_disposition(SIGUSR1) == SIG_DFL, "handler left installed");
     REL_EQ(rel_count_fds(), fds);
     no_live();
 

@@ -67,6 +67,18 @@ static inline int ex_threads(void)
     return n;
 }
 
+/* Waits (up to 2 s) until the thread count is n and returns the last count:
+ * a thread that has returned, even one already joined, leaves /proc a
+ * moment later. A leaked thread never does. */
+static inline int ex_threads_settle(int n)
+{
+    ctx_time_t end = ctx_now() + 2 * CTX_SECOND;
+    int got;
+    while ((got = ex_threads()) != n && ctx_now() < end)
+        ctx_sleep(ctx_background(), CTX_MILLISECOND);
+    return got;
+}
+
 static inline void *ex_noop(void *arg)
 {
     return arg;

@@ -66,7 +66,7 @@ int main(void)
     ex_log("main", "threads while the generator runs: %d", ex_threads());
     ctx_cancel(ctx); /* defer cancel() */
     gen_free(gn);
-    int after = ex_threads();
+    int after = ex_threads_settle(baseline);
     ex_log("main", "threads after cancel: %d (baseline %d): %s", after,
            baseline, after == baseline ? "no leak" : "LEAK");
     ctx_release(ctx);

@@ -71,17 +71,6 @@ static int watch(const char *who, ctx_duration_t for_, ctx_duration_t every)
     return n;
 }
 
-/* Waits until the thread count is n (detached threads leave /proc soon
- * after they return); returns the last count. */
-static int settle(int n)
-{
-    ctx_time_t end = ctx_now() + 2 * CTX_SECOND;
-    int got;
-    while ((got = ex_threads()) != n && ctx_now() < end)
-        ctx_sleep(ctx_background(), CTX_MILLISECOND);
-    return got;
-}
-
 int main(int argc, char **argv)
 {
     ex_init();
@@ -107,20 +96,20 @@ int main(int argc, char **argv)
     ex_log("leaky", "--- unbuffered channel: the late send blocks forever");
     spawn_workers(chans[0]);
     watch("leaky", timeout + job_time + 2 * every, every);
-    int leaked = settle(baseline + WORKERS) - baseline;
+    int leaked = ex_threads_settle(baseline + WORKERS) - baseline;
     ex_log("leaky", "%d threads leaked (stuck in the send)", leaked);
     /* Free them before the next part (a Go program could not): receive. */
     for (int i = 0; i < WORKERS; i++) {
         int v;
         ex_chan_recv(&chans[0][i], ctx_background(), &v);
     }
-    int back = settle(baseline);
+    int back = ex_threads_settle(baseline);
     ex_log("leaky", "drained the channels by hand: threads: %d", back);
 
     ex_log("fixed", "--- buffered channel: the late send completes");
     spawn_workers(chans[1]);
     watch("fixed", timeout + job_time + 2 * every, every);
-    int after = settle(baseline);
+    int after = ex_threads_settle(baseline);
     ex_log("fixed", "threads: %d, baseline %d: %s", after, baseline,
            after == baseline ? "back to the baseline, no leak" : "LEAK");
     return leaked == WORKERS && back == baseline && after == baseline ? 0 : 1;

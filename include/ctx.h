@@ -239,6 +239,18 @@ CTX_API int ctx_done_fd(ctx_t *ctx);
 typedef struct ctx_after ctx_after_t;
 CTX_API ctx_after_t *ctx_after_func(ctx_t *ctx, void (*fn)(void *arg),
                                     void *arg);
+/* ctx_after_func() with flags. CTX_AFTER_NO_INLINE: fn never runs in the
+ * calling thread. If ctx is already done, nothing is registered and NULL is
+ * returned with errno set to ctx_err(ctx) (CTX_CANCELED or
+ * CTX_DEADLINE_EXCEEDED), so the caller handles the done context on its
+ * own path, under whatever locks it holds. Otherwise fn runs as for
+ * ctx_after_func(), in the cancelling thread or the timer thread. Every
+ * helper and integration that registers while holding its own state (a
+ * mutex, a half-built handle) uses this instead of checking for an inline
+ * run. Unknown flags: NULL with EINVAL. flags 0 is ctx_after_func(). */
+#define CTX_AFTER_NO_INLINE 1u
+CTX_API ctx_after_t *ctx_after_func_flags(ctx_t *ctx, void (*fn)(void *arg),
+                                          void *arg, unsigned flags);
 /* Ends a registration: each one must be ended by exactly one call, which
  * frees it and drops its reference to the context. Returns true iff this
  * call prevented fn from starting (also when the context is done but fn has

@@ -28,7 +28,7 @@ err() {
 
 # The public headers as one line of single-spaced text, comments kept (a
 # prototype never contains one).
-cat "$inc/ctx.h" "$inc/ctx/io.h" "$inc/ctx/group.h" "$inc/ctx/sigctx.h" |
+cat "$inc/ctx.h" "$inc"/ctx/*.h |
   tr '\n\t' '  ' | tr -s ' ' > "$tmp/headers.txt"
 
 # ---- 1. pages and headings --------------------------------------------------

@@ -1,4 +1,5 @@
-/* Platform layer: see platform.h. */
+/* Portable fallback (CTX_USE_FUTEX=OFF): a parking lot of striped condition
+ * variables for futex-style waits, and a pipe for the done fd. */
 #include "platform.h"
 
 #include <errno.h>
@@ -9,91 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
-CTX_API ctx_time_t ctx_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (ctx_time_t)ts.tv_sec * CTX_SECOND + ts.tv_nsec;
-}
-
-static struct timespec to_timespec(ctx_time_t t)
-{
-    struct timespec ts;
-    ts.tv_sec = (time_t)(t / CTX_SECOND);
-    ts.tv_nsec = (long)(t % CTX_SECOND);
-    return ts;
-}
-
-#ifdef CTX_HAVE_FUTEX
-
-#include <linux/futex.h>
-#include <sys/eventfd.h>
-#include <sys/syscall.h>
-
-int ctx__futex_wait(_Atomic uint32_t *addr, uint32_t expected,
-                    ctx_time_t deadline)
-{
-    struct timespec ts, *tsp = NULL;
-    if (deadline != CTX_TIME_MAX) {
-        if (deadline <= ctx_now())
-            return ETIMEDOUT;
-        ts = to_timespec(deadline);
-        tsp = &ts;
-    }
-    /* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC timeout. */
-    long r = syscall(SYS_futex, (uint32_t *)addr,
-                     FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, expected, tsp,
-                     NULL, FUTEX_BITSET_MATCH_ANY);
-    if (r == 0)
-        return 0;
-    return errno == EWOULDBLOCK ? EAGAIN : errno;
-}
-
-static void futex_wake(_Atomic uint32_t *addr, int n)
-{
-    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, n,
-            NULL, NULL, 0);
-}
-
-void ctx__futex_wake_all(_Atomic uint32_t *addr)
-{
-    futex_wake(addr, INT_MAX);
-}
-
-void ctx__futex_wake_one(_Atomic uint32_t *addr)
-{
-    futex_wake(addr, 1);
-}
-
-void ctx__platform_init(void)
-{
-}
-
-int ctx__fd_make(int *wfd)
-{
-    int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    *wfd = fd;
-    return fd;
-}
-
-void ctx__fd_signal(int wfd)
-{
-    uint64_t one = 1;
-    /* Nonblocking; it can only fail if the counter would overflow, and it is
-     * written once per context. */
-    ssize_t r;
-    do {
-        r = write(wfd, &one, sizeof one);
-    } while (r < 0 && errno == EINTR);
-}
-
-void ctx__fd_close(int fd, int wfd)
-{
-    (void)wfd;
-    close(fd);
-}
-
-#else /* portable fallback: a parking lot of striped condition variables */
+#ifndef CTX_HAVE_FUTEX
 
 #define PARK_BUCKETS 64
 
@@ -164,7 +81,7 @@ int ctx__futex_wait(_Atomic uint32_t *addr, uint32_t expected,
     } else if (deadline == CTX_TIME_MAX) {
         pthread_cond_wait(&b->cv, &b->mu);
     } else {
-        struct timespec ts = to_timespec(deadline);
+        struct timespec ts = ctx__timespec(deadline);
         r = pthread_cond_timedwait(&b->cv, &b->mu, &ts);
     }
     pthread_mutex_unlock(&b->mu);
@@ -216,22 +133,3 @@ void ctx__fd_close(int fd, int wfd)
 }
 
 #endif
-
-void ctx__lock_slow(ctx__lock_t *l)
-{
-    /* Spin briefly: critical sections are a few dozen instructions. */
-    for (int i = 0; i < 64; i++) {
-        uint32_t free_ = 0;
-        if (atomic_load_explicit(l, memory_order_relaxed) == 0 &&
-            atomic_compare_exchange_weak_explicit(l, &free_, 1,
-                                                  memory_order_acquire,
-                                                  memory_order_relaxed))
-            return;
-#if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
-#endif
-    }
-    /* Drepper's mutex: mark contended, sleep while it stays contended. */
-    while (atomic_exchange_explicit(l, 2, memory_order_acquire) != 0)
-        ctx__futex_wait(l, 2, CTX_TIME_MAX);
-}

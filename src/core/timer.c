@@ -193,22 +193,10 @@ static int ensure_started(void)
     int e = 0;
     ctx__lock(&start_lock);
     if (!atomic_load_explicit(&started, memory_order_relaxed)) {
-        pthread_attr_t attr;
-        sigset_t all, old;
         pthread_t th;
-        e = pthread_attr_init(&attr);
-        if (e == 0) {
-            pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-            sigfillset(&all);
-            pthread_sigmask(SIG_SETMASK, &all, &old);
-            e = pthread_create(&th, &attr, timer_main, NULL);
-            pthread_sigmask(SIG_SETMASK, &old, NULL);
-            pthread_attr_destroy(&attr);
-        }
+        e = ctx__thread_start(&th, timer_main, NULL, true);
         if (e == 0)
             atomic_store_explicit(&started, true, memory_order_release);
-        else
-            e = EAGAIN;
     }
     ctx__unlock(&start_lock);
     return e;

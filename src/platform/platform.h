@@ -6,8 +6,19 @@
 
 #include "ctx.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
+
+static inline struct timespec ctx__timespec(ctx_time_t t)
+{
+    struct timespec ts;
+    ts.tv_sec = (time_t)(t / CTX_SECOND);
+    ts.tv_nsec = (long)(t % CTX_SECOND);
+    return ts;
+}
 
 /* Sleeps while *addr == expected, until woken or `deadline` (CTX_TIME_MAX:
  * none). Returns 0 when woken (possibly spuriously), EAGAIN when *addr was
@@ -47,5 +58,10 @@ void ctx__platform_init(void);
 int ctx__fd_make(int *wfd);
 void ctx__fd_signal(int wfd);
 void ctx__fd_close(int fd, int wfd);
+
+/* Starts one of the library's own threads with every signal blocked.
+ * Returns 0, or EAGAIN when no thread could be started. */
+int ctx__thread_start(pthread_t *th, void *(*fn)(void *), void *arg,
+                      bool detached);
 
 #endif

@@ -87,7 +87,13 @@ void ctx__after_run(struct ctx_after *a)
 CTX_API ctx_after_t *ctx_after_func(ctx_t *ctx, void (*fn)(void *arg),
                                     void *arg)
 {
-    if (ctx == NULL || fn == NULL) {
+    return ctx_after_func_flags(ctx, fn, arg, 0);
+}
+
+CTX_API ctx_after_t *ctx_after_func_flags(ctx_t *ctx, void (*fn)(void *arg),
+                                          void *arg, unsigned flags)
+{
+    if (ctx == NULL || fn == NULL || (flags & ~CTX_AFTER_NO_INLINE) != 0) {
         errno = EINVAL;
         return NULL;
     }
@@ -125,6 +131,17 @@ CTX_API ctx_after_t *ctx_after_func(ctx_t *ctx, void (*fn)(void *arg),
         return a;
     }
     ctx__unlock(&n->u.c.lock);
+    if (flags & CTX_AFTER_NO_INLINE) {
+        /* Done already, and the caller asked not to run fn here. */
+        int err = (int)ctx__load_err(n);
+#ifdef CTX_DEBUG
+        a->magic = 0;
+#endif
+        after_free(a);
+        ctx_release(ctx);
+        errno = err;
+        return NULL;
+    }
     /* Done already: run it here, before returning. */
     atomic_fetch_add_explicit(&a->refs, 1, memory_order_relaxed);
     run_one(a);

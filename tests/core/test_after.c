@@ -765,6 +765,49 @@ static void test_null_args(void **state)
     tu_assert_no_live();
 }
 
+/* CTX_AFTER_NO_INLINE: a done context registers nothing and reports its
+ * err; a live one behaves as ctx_after_func(). */
+static void add_one(void *arg)
+{
+    atomic_fetch_add((_Atomic int *)arg, 1);
+}
+
+static void test_no_inline_flag(void **state)
+{
+    (void)state;
+    _Atomic int n = 0;
+    ctx_t *c = ctx_with_cancel(ctx_background());
+    ctx_after_t *a = ctx_after_func_flags(c, add_one, (void *)&n,
+                                          CTX_AFTER_NO_INLINE);
+    assert_non_null(a);
+    assert_int_equal(ctx_cancel(c), 0);
+    assert_int_equal(atomic_load(&n), 1); /* ran in the cancelling thread */
+    assert_false(ctx_after_stop(a));
+
+    errno = 0;
+    assert_null(ctx_after_func_flags(c, add_one, (void *)&n,
+                                     CTX_AFTER_NO_INLINE));
+    assert_int_equal(errno, CTX_CANCELED);
+    assert_int_equal(atomic_load(&n), 1); /* not run inline */
+    ctx_release(c);
+
+    ctx_t *d = ctx_with_timeout(ctx_background(), 0);
+    errno = 0;
+    assert_null(ctx_after_func_flags(d, add_one, (void *)&n,
+                                     CTX_AFTER_NO_INLINE));
+    assert_int_equal(errno, CTX_DEADLINE_EXCEEDED);
+    errno = 0;
+    assert_null(ctx_after_func_flags(d, add_one, (void *)&n, 2));
+    assert_int_equal(errno, EINVAL);
+    ctx_after_t *b = ctx_after_func_flags(d, add_one, (void *)&n, 0);
+    assert_non_null(b); /* flags 0: inline run, as ctx_after_func */
+    assert_int_equal(atomic_load(&n), 2);
+    assert_false(ctx_after_stop(b));
+    ctx_release(d);
+    tu_settle();
+    tu_assert_no_live();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -783,6 +826,7 @@ int main(void)
         cmocka_unit_test(test_stop_sibling_from_fn),
         cmocka_unit_test(test_stop_races_cancel),
         cmocka_unit_test(test_null_args),
+        cmocka_unit_test(test_no_inline_flag),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

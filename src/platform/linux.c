@@ -1,0 +1,82 @@
+/* Linux: futex waits and eventfd done fds (CTX_USE_FUTEX=ON). */
+#include "platform.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <sched.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifdef CTX_HAVE_FUTEX
+
+#include <linux/futex.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+
+int ctx__futex_wait(_Atomic uint32_t *addr, uint32_t expected,
+                    ctx_time_t deadline)
+{
+    struct timespec ts, *tsp = NULL;
+    if (deadline != CTX_TIME_MAX) {
+        if (deadline <= ctx_now())
+            return ETIMEDOUT;
+        ts = ctx__timespec(deadline);
+        tsp = &ts;
+    }
+    /* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC timeout. */
+    long r = syscall(SYS_futex, (uint32_t *)addr,
+                     FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, expected, tsp,
+                     NULL, FUTEX_BITSET_MATCH_ANY);
+    if (r == 0)
+        return 0;
+    return errno == EWOULDBLOCK ? EAGAIN : errno;
+}
+
+static void futex_wake(_Atomic uint32_t *addr, int n)
+{
+    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, n,
+            NULL, NULL, 0);
+}
+
+void ctx__futex_wake_all(_Atomic uint32_t *addr)
+{
+    futex_wake(addr, INT_MAX);
+}
+
+void ctx__futex_wake_one(_Atomic uint32_t *addr)
+{
+    futex_wake(addr, 1);
+}
+
+void ctx__platform_init(void)
+{
+}
+
+int ctx__fd_make(int *wfd)
+{
+    int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    *wfd = fd;
+    return fd;
+}
+
+void ctx__fd_signal(int wfd)
+{
+    uint64_t one = 1;
+    /* Nonblocking; it can only fail if the counter would overflow, and it is
+     * written once per context. */
+    ssize_t r;
+    do {
+        r = write(wfd, &one, sizeof one);
+    } while (r < 0 && errno == EINTR);
+}
+
+void ctx__fd_close(int fd, int wfd)
+{
+    (void)wfd;
+    close(fd);
+}
+
+
+#endif

@@ -22,7 +22,7 @@ fuzz:
 	@bash tests/reliability/fuzz.sh
 
 deps:
-	@bash scripts/deps.sh
+	@bash scripts/deps.sh $(basename $(notdir $(wildcard scripts/deps.d/*.txt)))
 
 build:
 	@cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null && cmake --build build -j2

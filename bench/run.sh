@@ -46,7 +46,7 @@ fi
 log "building libctx (Release) and the benchmarks in $BUILD"
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCTX_BUILD_TESTS=OFF \
   -DCTX_BUILD_EXAMPLES=OFF -DCTX_BUILD_BENCH=ON >/dev/null
-cmake --build "$BUILD" -j2 --target ctx_bench ctx_report >/dev/null
+cmake --build "$BUILD" -j2 >/dev/null
 have_cxx=0
 if cmake --build "$BUILD" -j2 --target stop_bench >/dev/null 2>&1; then
   have_cxx=1
@@ -111,3 +111,18 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/null || ec
   echo "- Command: \`make bench\` (bench/run.sh); raw outputs in $OUT/"
 } >"$OUT/meta.txt"
 "$report" -o "$RESULTS" -m "$OUT/meta.txt" "${args[@]}"
+
+# ---- the integrations: each bench/integrations/NAME.sh prints a Markdown
+# section (### title, a table of medians beside the raw library call, the
+# ratio and the target), appended to the report and shown. A script exits 0
+# when its integration was not built (it says so) and 1 when a target is missed.
+ifail=0
+for s in bench/integrations/*.sh; do
+  [ -e "$s" ] || continue
+  log "integration bench: $(basename "$s")"
+  if ! out=$(BENCH_BUILD_DIR=$BUILD BENCH_ROUNDS=$ROUNDS bash "$s" "$BUILD"); then
+    ifail=1
+  fi
+  printf '\n%s\n' "$out" | tee -a "$RESULTS"
+done
+if [ $ifail != 0 ]; then log "an integration missed a target (see above)"; fi

@@ -4,7 +4,7 @@
 # seed examples briefly. One line per event, with elapsed milliseconds.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/deps.sh || { echo "demo: could not install dependencies"; exit 1; }
+bash scripts/deps.sh build demo || { echo "demo: could not install dependencies"; exit 1; }
 
 dir=build-demo
 echo "demo: building into $dir (cmake, -j2) ..."

@@ -4,7 +4,9 @@
 # extra steps in scripts/test.d/ (fuzzing, valgrind, ...). Fails if any fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/deps.sh || { echo "test: could not install dependencies"; exit 1; }
+groups=$(cd scripts/deps.d && ls *.txt | sed 's/\.txt$//')
+# shellcheck disable=SC2086
+bash scripts/deps.sh $groups || { echo "test: could not install dependencies"; exit 1; }
 
 jobs=$(nproc 2>/dev/null || echo 2)
 failed=()
@@ -27,7 +29,10 @@ for c in "${configs[@]}"; do
   fi
   echo "=== $name: ctest"
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-  export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1"
+  # TSan suppressions: only for races inside uninstrumented third-party
+  # libraries (each integration keeps its own list beside it).
+  cat tests/tsan.supp integrations/*/tsan.supp > "$dir/tsan.supp" 2>/dev/null
+  export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/$dir/tsan.supp"
   if ! (cd "$dir" && ctest --output-on-failure -j"$jobs"); then
     failed+=("$name:ctest")
   fi

@@ -1,6 +1,10 @@
 #!/bin/sh
-# Installs the build tree into a scratch prefix, then builds and runs a small
-# consumer against it twice: through pkg-config and through find_package.
+# Installs the build tree into a scratch prefix, then builds and runs small
+# consumers against it: the core through pkg-config (shared and static) and
+# find_package (ctx::ctx, ctx::ctx_static), and every installed component
+# (libctx-NAME.pc) through pkg-config and find_package(ctx COMPONENTS NAME).
+# Also checks the layout a distribution expects: the SONAME, the headers,
+# and the man pages (man 3 ctx_with_cancel) when they were made.
 set -eu
 build=$1 consumer=$2 cc=$3
 tmp=$(mktemp -d)
@@ -10,6 +14,10 @@ cmake --install "$build" --prefix "$prefix" >/dev/null
 
 libdir=$(ls -d "$prefix"/lib*/pkgconfig | head -n 1 | xargs dirname)
 export PKG_CONFIG_PATH="$libdir/pkgconfig"
+ver=$(pkg-config --modversion libctx)
+major=${ver%%.*}
+soname=$(objdump -p "$libdir/libctx.so" | awk '/SONAME/ {print $2}')
+[ "$soname" = "libctx.so.$major" ] || { echo "SONAME is $soname, want libctx.so.$major"; exit 1; }
 # pkg-config, shared library
 # shellcheck disable=SC2046
 "$cc" -o "$tmp/pc-consumer" "$consumer/main.c" $(pkg-config --cflags --libs libctx) -pthread
@@ -19,10 +27,40 @@ LD_LIBRARY_PATH="$libdir" "$tmp/pc-consumer"
 "$cc" -o "$tmp/pc-static" -DCTX_STATIC "$consumer/main.c" $(pkg-config --cflags libctx) \
   "$libdir/libctx.a" -pthread
 "$tmp/pc-static"
-echo "pkg-config: version $(pkg-config --modversion libctx), consumer ran"
+echo "pkg-config: libctx $ver (SONAME $soname), consumer ran"
 
-# find_package(ctx) with target ctx::ctx
-cmake -S "$consumer" -B "$tmp/cm" -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_C_COMPILER="$cc" >/dev/null
+# Every installed component, through pkg-config.
+components=""
+for pc in "$libdir"/pkgconfig/libctx-*.pc; do
+  [ -e "$pc" ] || continue
+  name=$(basename "$pc" .pc); name=${name#libctx-}
+  src=$consumer/components/$name.c
+  [ -f "$src" ] || { echo "component $name: no consumer $src"; exit 1; }
+  [ -f "$prefix/include/ctx/$name.h" ] || { echo "component $name: header not installed"; exit 1; }
+  # shellcheck disable=SC2046
+  "$cc" -o "$tmp/pc-$name" "$src" $(pkg-config --cflags --libs "libctx-$name")
+  LD_LIBRARY_PATH="$libdir" "$tmp/pc-$name"
+  echo "pkg-config: libctx-$name (Requires: $(pkg-config --print-requires "libctx-$name" | tr '\n' ' ')), consumer ran"
+  components="$components;$name"
+done
+components=${components#;}
+
+# find_package(ctx [COMPONENTS ...]): ctx::ctx, ctx::ctx_static, ctx::NAME
+cmake -S "$consumer" -B "$tmp/cm" -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_C_COMPILER="$cc" \
+  "-DCTX_COMPONENTS=$components" >/dev/null
 cmake --build "$tmp/cm" >/dev/null
 LD_LIBRARY_PATH="$libdir" "$tmp/cm/consumer"
-echo "find_package: consumer ran"
+"$tmp/cm/consumer_static"
+for name in $(echo "$components" | tr ';' ' '); do
+  LD_LIBRARY_PATH="$libdir" "$tmp/cm/consumer_$name"
+done
+echo "find_package: ctx::ctx, ctx::ctx_static${components:+, components $components}: consumers ran"
+
+# Man pages, when the build made them (pandoc present).
+if [ -d "$build/man/man3" ] && command -v man >/dev/null 2>&1; then
+  page=$prefix/share/man/man3/ctx_with_cancel.3
+  [ -f "$page" ] || { echo "man pages made but not installed ($page)"; exit 1; }
+  MANPATH=$prefix/share/man man -P cat 3 ctx_with_cancel 2>/dev/null | grep -q "derive a child context" ||
+    { echo "man 3 ctx_with_cancel does not render"; exit 1; }
+  echo "man: $(ls "$prefix/share/man/man3" | wc -l) pages, man 3 ctx_with_cancel renders"
+fi

@@ -7,11 +7,16 @@
 #  3. every ```c block under "## EXAMPLE" that defines main() is compiled
 #     with -Wall -Werror, linked against the static library and run (10 s
 #     limit, exit status 0 expected); a block without main() that includes a
-#     header is compiled with -c; other fragments are skipped.
+#     header is compiled with -c; other fragments are skipped. A page whose
+#     SYNOPSIS includes an integration's header <ctx/NAME.h> (integrations/
+#     NAME/) links libctx-NAME.a and its dependency (from libctx-NAME.pc);
+#     an example that needs a server it cannot have here says
+#     "reference-check: compile only" in a comment and is built, not run.
+#  4. every integration's exported ctx_NAME_* function has a page.
 #
-# usage: check_reference.sh <libctx.a> <include dir> <C compiler>
+# usage: check_reference.sh <libctx.a> <include dir> <C compiler> [build dir]
 set -eu
-lib=$1 inc=$2 cc=$3
+lib=$1 inc=$2 cc=$3 build=${4:-}
 here=$(cd "$(dirname "$0")" && pwd)
 ref=$here/../../docs/reference
 exports=$here/exports.txt
@@ -50,6 +55,16 @@ for sym in $(cat "$exports") $extra; do
   [ "$first" = "# $sym" ] || err "$sym: first line is '$first', want '# $sym'"
 done
 
+# Integrations' exported functions (from their built shared libraries).
+if [ -n "$build" ]; then
+  for so in "$build"/integrations/*/libctx-*.so; do
+    [ -e "$so" ] || continue
+    for sym in $(nm -D --defined-only "$so" | awk '$2 == "T" {sub(/@.*/, "", $3); print $3}'); do
+      [ -f "$ref/$sym.md" ] || err "$sym ($(basename "$so")): no page $ref/$sym.md"
+    done
+  done
+fi
+
 # ---- 2. SYNOPSIS declarations and links ---------------------------------------
 for page in "$ref"/*.md; do
   name=$(basename "$page" .md)
@@ -83,11 +98,30 @@ for page in "$ref"/*.md; do
   for src in "$tmp/$name".*.c; do
     [ -f "$src" ] || continue
     obj=${src%.c}
+    # An integration's page: its static library and its dependency.
+    extra_libs="" extra_cflags=""
+    iname=$(sed -n 's|^#include <ctx/\([a-z]*\)\.h>.*|\1|p' "$src" | while read -r n; do
+              [ -d "$here/../../integrations/$n" ] && echo "$n"; done | head -n 1)
+    if [ -n "$iname" ]; then
+      ia=$build/integrations/$iname/libctx-$iname.a
+      if [ -z "$build" ] || [ ! -f "$ia" ]; then
+        err "$name: example needs libctx-$iname, not built in '${build:-no build dir}'"
+        continue
+      fi
+      deps=$(sed -n 's/^Requires: *//p' "$build/libctx-$iname.pc" | sed 's/\blibctx\b//')
+      extra_cflags=$(pkg-config --cflags $deps)
+      extra_libs="$ia $(pkg-config --libs $deps)"
+    fi
     if grep -q 'int main' "$src"; then
-      if ! "$cc" -DCTX_STATIC -I"$inc" -Wall -Werror -o "$obj" "$src" "$lib" \
-           -pthread > "$obj.log" 2>&1; then
+      # shellcheck disable=SC2086
+      if ! "$cc" -DCTX_STATIC -I"$inc" $extra_cflags -Wall -Werror -o "$obj" "$src" \
+           $extra_libs "$lib" -pthread > "$obj.log" 2>&1; then
         err "$name: example $(basename "$src") does not build:"
         cat "$obj.log"
+        continue
+      fi
+      if grep -q 'reference-check: compile only' "$src"; then
+        compiled=$((compiled + 1))
         continue
       fi
       st=0
@@ -99,7 +133,8 @@ for page in "$ref"/*.md; do
       fi
       built=$((built + 1))
     elif grep -q '^#include' "$src"; then
-      if ! "$cc" -DCTX_STATIC -I"$inc" -Wall -Werror -c -o "$obj.o" "$src" \
+      # shellcheck disable=SC2086
+      if ! "$cc" -DCTX_STATIC -I"$inc" $extra_cflags -Wall -Werror -c -o "$obj.o" "$src" \
            > "$obj.log" 2>&1; then
         err "$name: fragment $(basename "$src") does not compile:"
         cat "$obj.log"

@@ -45,7 +45,8 @@ static void fork_child(void)
 static void exec_init(void)
 {
     make_cond();
-    pthread_atfork(fork_prepare, fork_parent, fork_child);
+    ctx__atfork_register(CTX__FORK_EXECUTOR, fork_prepare, fork_parent,
+                         fork_child);
 }
 
 static void *worker_main(void *unused)

@@ -9,6 +9,7 @@
 #include "ctx/sigctx.h"
 
 #include "alloc.h"
+#include "platform.h"
 
 #include <fcntl.h>
 #include <pthread.h>
@@ -284,7 +285,8 @@ static void fork_child(void)
 
 static void fork_init(void)
 {
-    pthread_atfork(fork_prepare, fork_parent, fork_child);
+    ctx__atfork_register(CTX__FORK_SIGCTX, fork_prepare, fork_parent,
+                         fork_child);
 }
 
 static void box_free(void *v)

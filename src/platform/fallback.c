@@ -49,7 +49,8 @@ static void park_parent(void)
 static void park_once_init(void)
 {
     park_init_all();
-    pthread_atfork(park_prepare, park_parent, park_init_all);
+    ctx__atfork_register(CTX__FORK_PARK, park_prepare, park_parent,
+                         park_init_all);
 }
 
 void ctx__platform_init(void)

@@ -276,13 +276,16 @@ CTX_API size_t ctx_format(ctx_t *ctx, char *buf, size_t size);
 CTX_API const char *ctx_strerror(int err);
 
 /* Go's `defer cancel()`: a context variable that is cancelled (if it can be)
- * and released when it leaves scope. GCC and Clang only.
+ * and released when it leaves scope. GCC and Clang only. Leaving the scope
+ * keeps errno as it was, so a failed call's errno can be read after it.
  *     ctx_t *c CTX_DEFER_CANCEL = ctx_with_timeout(parent, CTX_SECOND);  */
 static inline void ctx__cancel_release(ctx_t **pctx)
 {
     if (*pctx != NULL) {
+        int saved = errno;
         (void)ctx_cancel(*pctx);
         ctx_release(*pctx);
+        errno = saved;
     }
 }
 #if defined(__GNUC__)

@@ -37,6 +37,30 @@ int ctx__futex_wait(_Atomic uint32_t *addr, uint32_t expected,
     return e;
 }
 
+int ctx__futex_wait_cancel(_Atomic uint32_t *addr, uint32_t expected,
+                           ctx_time_t deadline)
+{
+    struct timespec ts, *tsp = NULL;
+    if (deadline != CTX_TIME_MAX) {
+        if (deadline <= ctx_now())
+            return ETIMEDOUT;
+        ts = ctx__timespec(deadline);
+        tsp = &ts;
+    }
+    /* A futex wait is no cancellation point of the C library: do what it
+     * does for its own blocking calls, and accept an asynchronous cancel
+     * for the duration of the system call only. */
+    int saved = errno, old;
+    pthread_setcanceltype(PTHREAD_CANCEL_ASYNCHRONOUS, &old);
+    long r = syscall(SYS_futex, (uint32_t *)addr,
+                     FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, expected, tsp,
+                     NULL, FUTEX_BITSET_MATCH_ANY);
+    int e = r == 0 ? 0 : errno == EWOULDBLOCK ? EAGAIN : errno;
+    pthread_setcanceltype(old, NULL);
+    errno = saved;
+    return e;
+}
+
 static void futex_wake(_Atomic uint32_t *addr, int n)
 {
     int saved = errno;

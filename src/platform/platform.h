@@ -25,6 +25,12 @@ static inline struct timespec ctx__timespec(ctx_time_t t)
  * not `expected`, ETIMEDOUT at the deadline, EINTR on a signal. */
 int ctx__futex_wait(_Atomic uint32_t *addr, uint32_t expected,
                     ctx_time_t deadline);
+/* The same wait as a cancellation point: a pthread_cancel() of the caller
+ * acts while it sleeps (the caller's cleanup handlers then run). For the
+ * waits that the API documents as cancellation points (ctx_wait_until);
+ * ctx__futex_wait() itself never acts on a cancellation. */
+int ctx__futex_wait_cancel(_Atomic uint32_t *addr, uint32_t expected,
+                           ctx_time_t deadline);
 /* Wakes every thread sleeping on addr. */
 void ctx__futex_wake_all(_Atomic uint32_t *addr);
 void ctx__futex_wake_one(_Atomic uint32_t *addr);

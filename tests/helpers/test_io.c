@@ -1,6 +1,7 @@
 /* Blocking helpers (ctx/io.h): prompt return on cancel and on deadline,
  * EINTR, partial reads and writes, bad fds, and no fd or thread left over. */
 #include "testutil.h"
+#include "ctx_int.h"
 
 #include <ctx/io.h>
 
@@ -93,6 +94,13 @@ static int closed_fd(void)
     close(p[0]);
     close(p[1]);
     return p[0]; /* closed, and not reused while this thread does nothing */
+}
+
+static void close_pipe(void *arg)
+{
+    int *p = arg;
+    close(p[0]);
+    close(p[1]);
 }
 
 /* ---- sleep -------------------------------------------------------------- */
@@ -1173,6 +1181,209 @@ static void test_cond_wait_race(void **state)
     }
 }
 
+/* ---- the timer thread never waits for a cond wait's mutex (issue 9) ------
+ * A deadline ends a cond wait while another thread holds its mutex for
+ * long. The wake used to spin up to 64 sched_yield() rounds on the timer
+ * thread (or the cancelling thread) trying the mutex: on a machine whose
+ * CPUs are busy each round gives the CPU away for a time slice, and an
+ * unrelated deadline fired 88-151 ms late. This program's sched_yield()
+ * stands for such a machine, deterministically: it counts the call and
+ * gives the CPU away for 2 ms. Now the wake goes to the executor: no yield,
+ * the unrelated deadline is on time, and the cond wait returns promptly
+ * once the mutex is free. */
+
+static atomic_long yields;
+
+int sched_yield(void)
+{
+    atomic_fetch_add(&yields, 1);
+    struct timespec ts = {0, 2 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    return 0;
+}
+
+struct long_holder {
+    struct box *b;
+    atomic_int holding, release;
+    ctx_time_t released_at;
+};
+
+static void *long_hold_main(void *arg)
+{
+    struct long_holder *h = arg;
+    pthread_mutex_lock(&h->b->mu);
+    atomic_store(&h->holding, 1);
+    while (!atomic_load(&h->release))
+        tu_sleep(CTX_MILLISECOND / 2);
+    h->released_at = ctx_now();
+    pthread_mutex_unlock(&h->b->mu);
+    return NULL;
+}
+
+static void test_cond_wait_timer_never_waits_for_mutex(void **state)
+{
+    (void)state;
+    struct box b;
+    enum { ROUNDS = 3 };
+    for (int round = 0; round < ROUNDS; round++) {
+        ctx_t *c = ctx_with_timeout(ctx_background(), 20 * MS);
+        box_init(&b, c);
+        pthread_t t = tu_spawn(pred_waiter, &b);
+        wait_waiting(&b);
+        struct long_holder h = {.b = &b};
+        pthread_t ht = tu_spawn(long_hold_main, &h);
+        while (!atomic_load(&h.holding))
+            tu_sleep(CTX_MILLISECOND / 2);
+        long y0 = atomic_load(&yields);
+        /* c's deadline fires (on the timer thread) while mu is held. */
+        assert_int_equal(ctx_wait(c), ETIMEDOUT);
+        ctx_time_t t0 = ctx_now();
+        ctx_t *other = ctx_with_timeout(ctx_background(), 30 * MS);
+        assert_int_equal(ctx_wait(other), ETIMEDOUT);
+        ctx_time_t late = ctx_now() - t0 - 30 * MS;
+        ctx_release(other);
+        print_message("round %d: unrelated deadline %.1f ms late, %ld "
+                      "yields\n",
+                      round, (double)late / MS, atomic_load(&yields) - y0);
+        assert_int_equal(atomic_load(&yields) - y0, 0);
+        tu_assert_between(late, 0, TU_PROMPT);
+        /* The waiter is still blocked on mu; once free it returns soon. */
+        assert_int_equal(atomic_load(&b.waiting), 1);
+        atomic_store(&h.release, 1);
+        tu_join_within(t, 10 * CTX_SECOND);
+        ctx_time_t woke = ctx_now();
+        tu_join_within(ht, 10 * CTX_SECOND);
+        assert_int_equal(b.ret, ETIMEDOUT);
+        tu_assert_between(woke - h.released_at, 0, TU_PROMPT);
+        box_destroy(&b);
+        ctx_release(c);
+    }
+}
+
+/* ---- pthread_cancel of a blocked helper (issue 9) ------------------------
+ * A helper blocked in a cancellation point is cancelled: its cleanup must
+ * leave nothing behind (an after-func registration on the dead thread's
+ * stack used to crash the next ctx_cancel), and a cond wait leaves the
+ * mutex held for the caller's own cleanup handlers, as pthread_cond_wait
+ * does. */
+
+struct victim {
+    ctx_t *ctx;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    _Atomic long tid;
+    atomic_int cleaned; /* the caller's cleanup ran, with mu held */
+    int nfds;
+};
+
+static void victim_unlock(void *arg)
+{
+    struct victim *v = arg;
+    /* EBUSY: held (by us); pthread_cond_wait's contract */
+    if (pthread_mutex_trylock(&v->mu) == EBUSY)
+        atomic_store(&v->cleaned, 1);
+    pthread_mutex_unlock(&v->mu);
+}
+
+static void *cond_victim(void *arg)
+{
+    struct victim *v = arg;
+    pthread_mutex_lock(&v->mu);
+    pthread_cleanup_push(victim_unlock, v);
+    atomic_store(&v->tid, tu_gettid());
+    for (;;)
+        (void)ctx_cond_wait(v->ctx, &v->cond, &v->mu);
+    pthread_cleanup_pop(1);
+    return NULL;
+}
+
+static void *sleep_victim(void *arg)
+{
+    struct victim *v = arg;
+    atomic_store(&v->tid, tu_gettid());
+    (void)ctx_sleep(v->ctx, 3600 * CTX_SECOND);
+    return NULL;
+}
+
+static void *poll_victim(void *arg)
+{
+    struct victim *v = arg;
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    struct pollfd fds[20]; /* more than fit on the stack copy: heap */
+    for (int i = 0; i < 20; i++)
+        fds[i] = (struct pollfd){.fd = p[0], .events = POLLIN};
+    v->nfds = 20;
+    /* The pipe is closed by the caller's cleanup, as a program would. */
+    pthread_cleanup_push(close_pipe, p);
+    atomic_store(&v->tid, tu_gettid());
+    (void)ctx_poll(v->ctx, fds, 20);
+    pthread_cleanup_pop(1);
+    return NULL;
+}
+
+static void cancel_victim(void *(*fn)(void *), bool cond)
+{
+    struct victim v = {.ctx = ctx_with_cancel(ctx_background())};
+    pthread_mutex_init(&v.mu, NULL);
+    pthread_cond_init(&v.cond, NULL);
+    long live_afters = 0;
+#ifdef CTX_DEBUG
+    live_afters = ctx__live_afters();
+#endif
+    pthread_t t = tu_spawn(fn, &v);
+    while (atomic_load(&v.tid) == 0)
+        tu_sleep(CTX_MILLISECOND / 2);
+    assert_true(tu_wait_blocked(atomic_load(&v.tid), 10 * CTX_SECOND));
+    if (cond) { /* holding mu proves it is inside the wait */
+        pthread_mutex_lock(&v.mu);
+        pthread_mutex_unlock(&v.mu);
+    }
+    assert_int_equal(pthread_cancel(t), 0);
+    /* A cancellation point acts at once: no waiting for the hour. */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 10;
+    void *res = NULL;
+    int e = pthread_timedjoin_np(t, &res, &ts);
+    if (e != 0)
+        fail_msg("the cancelled thread did not end (%d)", e);
+    assert_ptr_equal(res, PTHREAD_CANCELED);
+    if (cond)
+        assert_int_equal(atomic_load(&v.cleaned), 1);
+#ifdef CTX_DEBUG
+    /* The cond wait's after-func registration is gone with the thread. */
+    assert_int_equal(ctx__live_afters(), live_afters);
+#endif
+    (void)live_afters;
+    /* No registration, no waiter count left that names the dead thread. */
+    assert_int_equal(atomic_load(&v.ctx->u.c.waiters), 0);
+    assert_int_equal(ctx_cancel(v.ctx), 0);
+    assert_int_equal(pthread_mutex_trylock(&v.mu), 0);
+    pthread_mutex_unlock(&v.mu);
+    ctx_release(v.ctx);
+    pthread_mutex_destroy(&v.mu);
+    pthread_cond_destroy(&v.cond);
+}
+
+static void test_pthread_cancel_cond_wait(void **state)
+{
+    (void)state;
+    cancel_victim(cond_victim, true);
+}
+
+static void test_pthread_cancel_sleep(void **state)
+{
+    (void)state;
+    cancel_victim(sleep_victim, false);
+}
+
+static void test_pthread_cancel_poll(void **state)
+{
+    (void)state;
+    cancel_victim(poll_victim, false);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_DFL); /* EPIPE must come from MSG_NOSIGNAL */
@@ -1200,6 +1411,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cond_wait_pred, tu_count_setup, tu_count_teardown),
         cmocka_unit_test_setup_teardown(test_cond_wait_plain, tu_count_setup, tu_count_teardown),
         cmocka_unit_test_setup_teardown(test_cond_wait_race, tu_count_setup, tu_count_teardown),
+        cmocka_unit_test_setup_teardown(test_cond_wait_timer_never_waits_for_mutex, tu_count_setup, tu_count_teardown),
+        cmocka_unit_test_setup_teardown(test_pthread_cancel_cond_wait, tu_count_setup, tu_count_teardown),
+        cmocka_unit_test_setup_teardown(test_pthread_cancel_sleep, tu_count_setup, tu_count_teardown),
+        cmocka_unit_test_setup_teardown(test_pthread_cancel_poll, tu_count_setup, tu_count_teardown),
     };
     return cmocka_run_group_tests_name("io", tests, NULL, NULL);
 }

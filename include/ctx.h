@@ -25,7 +25,14 @@
  *    durations are nanoseconds. Deadlines are absolute; a deadline at or
  *    before now is already passed. Arithmetic saturates, never overflows.
  *  - fork(). The child may use the roots and the contexts it creates after
- *    fork(); contexts inherited from the parent are not usable there.
+ *    fork(). Contexts inherited from the parent may only be cancelled and
+ *    released there (leaving a CTX_DEFER_CANCEL scope does both); their
+ *    deadlines no longer fire in the child, and waiting on them there is not
+ *    supported. The child's own deadlines work as usual.
+ *  - errno. ctx_cancel(), ctx_release(), ctx_wait() and leaving a
+ *    CTX_DEFER_CANCEL scope leave errno as it was (the after-funcs and value
+ *    destructors they run included), so a failed call's errno can be read
+ *    after the cleanup of its scope.
  */
 #ifndef CTX_H
 #define CTX_H
@@ -204,7 +211,9 @@ static inline int ctx__err_inline(ctx_t *ctx)
  */
 /* Blocks until done and returns ctx_err(). On a context that can never be
  * done it blocks forever, like receiving from Go's nil Done channel.
- * NULL returns EINVAL. */
+ * NULL returns EINVAL. ctx_wait() and ctx_wait_until() are cancellation
+ * points: a pthread_cancel() acts while they sleep, leaving the context as
+ * it was. */
 CTX_API int ctx_wait(ctx_t *ctx);
 /* Blocks until done or until `until` (CTX_TIME_MAX: forever); returns
  * ctx_err() at return: 0 means still live. NULL returns EINVAL. */

@@ -37,6 +37,14 @@ int ctx__futex_wait(_Atomic uint32_t *addr, uint32_t expected,
     return e;
 }
 
+/* Not instrumented by ASan: a cancel unwinds out of this frame from the
+ * cancellation signal's handler, and redzones ASan left poisoned here would
+ * be reported (falsely) when the unwinding code runs below them. */
+#if defined(__has_attribute)
+#if __has_attribute(no_sanitize_address)
+__attribute__((no_sanitize_address))
+#endif
+#endif
 int ctx__futex_wait_cancel(_Atomic uint32_t *addr, uint32_t expected,
                            ctx_time_t deadline)
 {

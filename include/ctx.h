@@ -25,7 +25,14 @@
  *    durations are nanoseconds. Deadlines are absolute; a deadline at or
  *    before now is already passed. Arithmetic saturates, never overflows.
  *  - fork(). The child may use the roots and the contexts it creates after
- *    fork(); contexts inherited from the parent are not usable there.
+ *    fork(). Contexts inherited from the parent may only be cancelled and
+ *    released there (leaving a CTX_DEFER_CANCEL scope does both); their
+ *    deadlines no longer fire in the child, and waiting on them there is not
+ *    supported. The child's own deadlines work as usual.
+ *  - errno. ctx_cancel(), ctx_release(), ctx_wait() and leaving a
+ *    CTX_DEFER_CANCEL scope leave errno as it was (the after-funcs and value
+ *    destructors they run included), so a failed call's errno can be read
+ *    after the cleanup of its scope.
  */
 #ifndef CTX_H
 #define CTX_H
@@ -204,7 +211,9 @@ static inline int ctx__err_inline(ctx_t *ctx)
  */
 /* Blocks until done and returns ctx_err(). On a context that can never be
  * done it blocks forever, like receiving from Go's nil Done channel.
- * NULL returns EINVAL. */
+ * NULL returns EINVAL. ctx_wait() and ctx_wait_until() are cancellation
+ * points: a pthread_cancel() acts while they sleep, leaving the context as
+ * it was. */
 CTX_API int ctx_wait(ctx_t *ctx);
 /* Blocks until done or until `until` (CTX_TIME_MAX: forever); returns
  * ctx_err() at return: 0 means still live. NULL returns EINVAL. */
@@ -276,13 +285,16 @@ CTX_API size_t ctx_format(ctx_t *ctx, char *buf, size_t size);
 CTX_API const char *ctx_strerror(int err);
 
 /* Go's `defer cancel()`: a context variable that is cancelled (if it can be)
- * and released when it leaves scope. GCC and Clang only.
+ * and released when it leaves scope. GCC and Clang only. Leaving the scope
+ * keeps errno as it was, so a failed call's errno can be read after it.
  *     ctx_t *c CTX_DEFER_CANCEL = ctx_with_timeout(parent, CTX_SECOND);  */
 static inline void ctx__cancel_release(ctx_t **pctx)
 {
     if (*pctx != NULL) {
+        int saved = errno;
         (void)ctx_cancel(*pctx);
         ctx_release(*pctx);
+        errno = saved;
     }
 }
 #if defined(__GNUC__)

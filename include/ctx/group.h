@@ -13,6 +13,14 @@
  * are joined (never detached): when ctx_group_wait() returns, every thread
  * the group started has exited.
  *
+ * A function that ends its thread without returning (pthread_exit(), or a
+ * pthread_cancel() acting in a cancellation point such as ctx_sleep() or
+ * ctx_cond_wait()) counts as finished, without an error: the group's wait
+ * does not hang on it. ctx_group_wait() and ctx_group_go() are cancellation
+ * points while they wait (the group stays usable; a cancelled
+ * ctx_group_wait() has joined nothing, and ctx_group_free() still must be
+ * called).
+ *
  * Errors follow ctx.h: the constructor returns NULL and sets errno, the
  * operations return 0 or an error number. Threads: ctx_group_go() may be
  * called from any thread, including the group's own functions;

@@ -32,6 +32,16 @@
  *    keep the prompt return guarantee.
  *  - Threads. Every function may be called from any thread; the context is
  *    borrowed for the duration of the call.
+ *  - pthread_cancel(). Every blocking function here is a cancellation point
+ *    (ctx_sleep, ctx_poll, ctx_wait_fd, ctx_read, ctx_write_all,
+ *    ctx_connect, ctx_accept, ctx_cond_wait*): a deferred cancel acts while
+ *    the call waits. Cleanup handlers then undo what the call set up (the
+ *    cond wait's registration, ctx_poll's copy of the fds, ctx_connect's
+ *    switch to non-blocking), so the context, the fds and the mutex stay
+ *    usable by other threads. A cancelled ctx_cond_wait*() holds `mu` when
+ *    the caller's own cleanup handlers run, as pthread_cond_wait() does.
+ *    How much ctx_read/ctx_write_all transferred before the cancel is not
+ *    reported.
  */
 #ifndef CTX_IO_H
 #define CTX_IO_H
@@ -113,11 +123,14 @@ CTX_API int ctx_accept(ctx_t *ctx, int fd, struct sockaddr *addr,
  * with pthread_cond_wait), ctx_err(ctx) when ctx is done, ENOMEM, or EINVAL
  * (NULL argument). Waking on cancellation works by an after-func that
  * broadcasts `cond` with `mu` held, so `mu` must stay valid and usable by
- * other threads for the duration of the call. The after-func never blocks
- * on `mu`: if `mu` is busy when ctx ends, a short-lived thread delivers the
- * broadcast once it is free (the call joins it before returning), so the
- * cancelling thread may hold `mu`, and the timer thread is never held up.
- * Bound the wait with a deadline on ctx (ctx_with_timeout) for a timed wait.
+ * other threads for the duration of the call. The after-func never waits
+ * for `mu`: it hands the broadcast to the shared executor (ctx/executor.h),
+ * whose worker takes `mu`; the call waits for that hand-over to finish
+ * before returning. So the cancelling thread may hold `mu`, and the timer
+ * thread is never held up. The waiter keeps an executor worker alive while
+ * it waits; if no thread can be started at all, it sleeps in 10 ms slices
+ * and wakes within one slice of the cancellation. Bound the wait with a
+ * deadline on ctx (ctx_with_timeout) for a timed wait.
  */
 CTX_API int ctx_cond_wait(ctx_t *ctx, pthread_cond_t *cond,
                           pthread_mutex_t *mu);

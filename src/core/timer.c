@@ -11,7 +11,10 @@
  *   saw. An insert wakes it only when its deadline is earlier than that, so
  *   a steady create/cancel loop costs no context switch and no syscall.
  * - After fork() the child starts with empty heaps and no thread; the thread
- *   starts again on the first deadline. */
+ *   starts again on the first deadline. The nodes the heaps held are marked
+ *   "not in a heap" there, so that the child may cancel or release the
+ *   contexts it inherited (leaving a CTX_DEFER_CANCEL scope does): their
+ *   slot numbers would otherwise name slots of the emptied heaps. */
 #include "alloc.h"
 #include "ctx_int.h"
 
@@ -166,8 +169,15 @@ static void atfork_parent(void)
 static void atfork_child(void)
 {
     /* The thread did not survive the fork, and the contexts in the heaps
-     * belong to the parent: start afresh. */
+     * belong to the parent: start afresh. Every node still in a heap is
+     * alive (a node leaves its heap, under the shard lock that prepare
+     * took, before it is freed): mark it out of the heap, so that its
+     * cancel or release in the child does not remove it from a slot that
+     * now belongs to another node, or to none. */
     for (int i = 0; i < SHARDS; i++) {
+        for (uint32_t j = 0; j < shards[i].size; j++)
+            atomic_store_explicit(&shards[i].heap[j].node->u.c.heap_idx,
+                                  CTX_NO_HEAP, memory_order_relaxed);
         shards[i].size = 0;
         atomic_store(&shards[i].lock, 0);
     }
@@ -179,8 +189,9 @@ static void atfork_child(void)
 
 static void timer_init(void)
 {
-    ctx__platform_init(); /* its fork handlers must wrap ours */
-    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+    ctx__platform_init(); /* the parking lot's fork slot (fallback) */
+    ctx__atfork_register(CTX__FORK_TIMER, atfork_prepare, atfork_parent,
+                         atfork_child);
 }
 
 /* The thread blocks every signal, so that signals meant for the

@@ -224,7 +224,11 @@ CTX_API void ctx_release(ctx_t *c)
             return;
         }
         ctx_t *parent = c->parent;
+        /* Freeing runs value destructors and closes the done fd: the
+         * caller's errno survives them. */
+        int saved = errno;
         ctx__node_free_one(c);
+        errno = saved;
         c = parent;
     }
 }
@@ -287,9 +291,13 @@ bool ctx__cancel(ctx_t *root, int err, int cause)
     if (detach_from_parent(root))
         atomic_store_explicit(&root->self_detached, 1, memory_order_relaxed);
 
-    /* Phase 2: no lock held. */
-    if (run.head != NULL)
+    /* Phase 2: no lock held. After-funcs are user code: the canceller's
+     * errno survives them. */
+    if (run.head != NULL) {
+        int saved = errno;
         ctx__after_run(run.head);
+        errno = saved;
+    }
     return true;
 }
 

@@ -4,6 +4,12 @@
 static _Atomic uint32_t never_word; /* never changes: a wait on it is a nap */
 static _Atomic int never_fd = -1;
 
+static void waiter_gone(void *node)
+{
+    ctx_t *s = node;
+    atomic_fetch_sub_explicit(&s->u.c.waiters, 1, memory_order_relaxed);
+}
+
 CTX_API int ctx_wait_until(ctx_t *c, ctx_time_t until)
 {
     if (c == NULL)
@@ -12,7 +18,7 @@ CTX_API int ctx_wait_until(ctx_t *c, ctx_time_t until)
     ctx_t *s = c->src;
     if (s == NULL) {
         /* Never done: sleep until `until` (forever for CTX_TIME_MAX). */
-        while (ctx__futex_wait(&never_word, 0, until) != ETIMEDOUT)
+        while (ctx__futex_wait_cancel(&never_word, 0, until) != ETIMEDOUT)
             ;
         return 0;
     }
@@ -27,16 +33,19 @@ CTX_API int ctx_wait_until(ctx_t *c, ctx_time_t until)
     ctx__unlock(&s->u.c.lock);
     if (e != 0)
         return e;
+    /* A cancellation point: a pthread_cancel() acts in the sleep, and the
+     * cleanup handler takes this waiter off the count. */
+    pthread_cleanup_push(waiter_gone, s);
     for (;;) {
         e = ctx__load_err(s);
         if (e != 0)
             break;
-        if (ctx__futex_wait(&s->u.c.err, 0, until) == ETIMEDOUT) {
+        if (ctx__futex_wait_cancel(&s->u.c.err, 0, until) == ETIMEDOUT) {
             e = ctx__load_err(s);
             break;
         }
     }
-    atomic_fetch_sub_explicit(&s->u.c.waiters, 1, memory_order_relaxed);
+    pthread_cleanup_pop(1);
     return e;
 }
 

@@ -1,7 +1,7 @@
 /* The shared executor (see ctx/executor.h): a FIFO of intrusive tasks served
  * by at most CTX_EXECUTOR_MAX_THREADS detached workers, started on demand
  * and leaving after IDLE_NS without work. */
-#include "ctx/executor.h"
+#include "executor_int.h"
 
 #include "platform.h"
 
@@ -16,6 +16,7 @@ static pthread_cond_t cv; /* CLOCK_MONOTONIC; made in exec_init */
 static ctx_task_t *head, **tail = &head;
 static unsigned workers; /* started and not yet exited */
 static unsigned idle;    /* workers waiting on cv */
+static unsigned pins;    /* ctx__executor_pin()s: keep one worker */
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 static void make_cond(void)
@@ -40,12 +41,14 @@ static void fork_child(void)
     tail = &head;
     workers = 0;
     idle = 0;
+    pins = 0;
 }
 
 static void exec_init(void)
 {
     make_cond();
-    pthread_atfork(fork_prepare, fork_parent, fork_child);
+    ctx__atfork_register(CTX__FORK_EXECUTOR, fork_prepare, fork_parent,
+                         fork_child);
 }
 
 static void *worker_main(void *unused)
@@ -67,7 +70,9 @@ static void *worker_main(void *unused)
         idle++;
         int e = pthread_cond_timedwait(&cv, &mu, &until);
         idle--;
-        if (e == ETIMEDOUT && head == NULL)
+        /* Idle for long: leave, unless this is the last worker and a
+         * pin needs one. */
+        if (e == ETIMEDOUT && head == NULL && (pins == 0 || workers > 1))
             break;
     }
     workers--;
@@ -104,4 +109,29 @@ CTX_API int ctx_executor_submit(ctx_task_t *task)
     pthread_mutex_unlock(&mu);
     errno = saved;
     return 0;
+}
+
+int ctx__executor_pin(void)
+{
+    pthread_once(&once, exec_init);
+    int saved = errno, e = 0;
+    pthread_mutex_lock(&mu);
+    if (workers == 0) {
+        pthread_t th;
+        e = ctx__thread_start(&th, worker_main, NULL, true);
+        if (e == 0)
+            workers++;
+    }
+    if (e == 0)
+        pins++;
+    pthread_mutex_unlock(&mu);
+    errno = saved;
+    return e != 0 ? EAGAIN : 0;
+}
+
+void ctx__executor_unpin(void)
+{
+    pthread_mutex_lock(&mu);
+    pins--;
+    pthread_mutex_unlock(&mu);
 }

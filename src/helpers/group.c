@@ -56,11 +56,28 @@ ctx_t *ctx_group_ctx(ctx_group_t *g)
     return g != NULL ? g->ctx : NULL;
 }
 
+/* The member is over: it returned, called pthread_exit() or was cancelled
+ * (a cleanup handler then). The last touch of g and m: once on the finished
+ * list, a waiter may join this thread and free both. */
+static void member_done(void *arg)
+{
+    struct member *m = arg;
+    struct ctx_group *g = m->g;
+    pthread_mutex_lock(&g->mu);
+    g->running--;
+    m->next = g->finished;
+    g->finished = m;
+    pthread_cond_broadcast(&g->cond);
+    pthread_mutex_unlock(&g->mu);
+}
+
 static void *member_main(void *arg)
 {
     struct member *m = arg;
     struct ctx_group *g = m->g;
-    int err = m->fn(g->ctx, m->arg);
+    int err = 0;
+    pthread_cleanup_push(member_done, m);
+    err = m->fn(g->ctx, m->arg);
     bool first = false;
     if (err != 0) {
         pthread_mutex_lock(&g->mu);
@@ -72,15 +89,13 @@ static void *member_main(void *arg)
     }
     if (first)
         (void)ctx_cancel_cause(g->ctx, err);
-    /* The last touch of g and m: once on the finished list, a waiter may
-     * join this thread and free both. */
-    pthread_mutex_lock(&g->mu);
-    g->running--;
-    m->next = g->finished;
-    g->finished = m;
-    pthread_cond_broadcast(&g->cond);
-    pthread_mutex_unlock(&g->mu);
+    pthread_cleanup_pop(1);
     return NULL;
+}
+
+static void unlock_mu(void *mu)
+{
+    pthread_mutex_unlock(mu);
 }
 
 static void join_all(struct member *m)
@@ -105,13 +120,20 @@ static int group_go(ctx_group_t *g, ctx_group_fn fn, void *arg, bool block)
     m->arg = arg;
 
     pthread_mutex_lock(&g->mu);
+    /* pthread_cond_wait is a cancellation point. */
+    pthread_cleanup_push(ctx__free, m);
+    pthread_cleanup_push(unlock_mu, &g->mu);
     while (g->limit != 0 && g->running >= g->limit) {
-        if (!block) {
-            pthread_mutex_unlock(&g->mu);
-            ctx__free(m);
-            return EAGAIN;
-        }
+        if (!block)
+            break;
         pthread_cond_wait(&g->cond, &g->mu);
+    }
+    pthread_cleanup_pop(0);
+    pthread_cleanup_pop(0);
+    if (g->limit != 0 && g->running >= g->limit) {
+        pthread_mutex_unlock(&g->mu);
+        ctx__free(m);
+        return EAGAIN;
     }
     struct member *reap = g->finished;
     g->finished = NULL;
@@ -143,8 +165,11 @@ int ctx_group_wait(ctx_group_t *g)
     if (g == NULL)
         return EINVAL;
     pthread_mutex_lock(&g->mu);
+    /* pthread_cond_wait is a cancellation point: leave mu free then. */
+    pthread_cleanup_push(unlock_mu, &g->mu);
     while (g->running > 0)
         pthread_cond_wait(&g->cond, &g->mu);
+    pthread_cleanup_pop(0);
     struct member *reap = g->finished;
     g->finished = NULL;
     int err = g->first_err;

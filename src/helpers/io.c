@@ -4,6 +4,8 @@
 #include "ctx/io.h"
 
 #include "alloc.h"
+#include "executor_int.h"
+#include "platform.h"
 
 #include <fcntl.h>
 #include <limits.h>
@@ -85,6 +87,8 @@ int ctx_poll(ctx_t *ctx, struct pollfd *fds, nfds_t n)
             return fail(ENOMEM);
     }
     int ret;
+    /* ppoll is a cancellation point: a pthread_cancel() frees the copy. */
+    pthread_cleanup_push(ctx__free, all != stack ? all : NULL);
     for (;;) {
         for (nfds_t i = 0; i < n; i++) {
             all[i] = fds[i];
@@ -124,6 +128,7 @@ int ctx_poll(ctx_t *ctx, struct pollfd *fds, nfds_t n)
         ret = ready;
         break;
     }
+    pthread_cleanup_pop(0);
     if (ret < 0) {
         for (nfds_t i = 0; i < n; i++)
             fds[i].revents = 0;
@@ -274,6 +279,21 @@ static int start_connect(ctx_t *ctx, int fd, const struct sockaddr *addr,
     }
 }
 
+struct restore_fl {
+    int fd, fl;
+};
+
+/* Puts back a blocking socket's mode, keeping errno. */
+static void restore_flags(void *arg)
+{
+    struct restore_fl *r = arg;
+    if (!(r->fl & O_NONBLOCK)) {
+        int e = errno;
+        (void)fcntl(r->fd, F_SETFL, r->fl);
+        errno = e;
+    }
+}
+
 int ctx_connect(ctx_t *ctx, int fd, const struct sockaddr *addr,
                 socklen_t addrlen)
 {
@@ -289,6 +309,10 @@ int ctx_connect(ctx_t *ctx, int fd, const struct sockaddr *addr,
     if (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
         return -1;
     int ret = 0;
+    /* The waits are cancellation points: a pthread_cancel() puts the
+     * blocking mode back. */
+    struct restore_fl r = {fd, fl};
+    pthread_cleanup_push(restore_flags, &r);
     if (start_connect(ctx, fd, addr, addrlen) < 0) {
         /* EINTR: the connection goes on asynchronously, as EINPROGRESS. */
         if (errno != EINPROGRESS && errno != EINTR) {
@@ -304,11 +328,7 @@ int ctx_connect(ctx_t *ctx, int fd, const struct sockaddr *addr,
                 ret = fail(soerr);
         }
     }
-    if (!(fl & O_NONBLOCK)) {
-        int e = errno;
-        (void)fcntl(fd, F_SETFL, fl);
-        errno = e;
-    }
+    pthread_cleanup_pop(1);
     return ret;
 }
 
@@ -344,65 +364,106 @@ int ctx_accept(ctx_t *ctx, int fd, struct sockaddr *addr, socklen_t *addrlen,
 
 /* ---- condition variables ------------------------------------------------ */
 
+/* A cancelled wait is woken by a broadcast of cond. Only a broadcast made
+ * with mu held is sure to reach the waiter (else it could fall between the
+ * waiter's check of ctx and its sleep), but the after-func that learns of
+ * the cancellation runs in whichever thread cancelled, possibly holding mu
+ * itself, or in the timer thread that serves every deadline of the process:
+ * it must never wait for mu, nor spin on it. So it hands the broadcast to
+ * the shared executor, whose worker takes mu, however long that takes.
+ *
+ * The waiter pins the executor (a worker exists for as long as it waits),
+ * so that handing over cannot fail for want of a thread. If no worker could
+ * be started at all, the waiter sleeps in bounded slices instead, and the
+ * after-func broadcasts without waiting: under mu if mu is free, else
+ * without it (which wakes a waiter already asleep; one that was between its
+ * check and its sleep sees ctx done at the end of its slice). */
+
+enum { WAKE_NONE = 0, WAKE_QUEUED = 1, WAKE_DONE = 2 };
+
+/* The degraded mode's slice, when no wake can be handed to a thread. */
+#define COND_SLICE (10 * CTX_MILLISECOND)
+
 struct cond_waker {
+    ctx_task_t task; /* first: the executor's task is the waker */
     pthread_mutex_t *mu;
     pthread_cond_t *cond;
-    pthread_t owner;     /* the waiting thread */
-    _Atomic int inline_; /* registering: an inline run must not lock mu */
-    bool deferred;       /* a thread was started to deliver the wake */
-    pthread_t thread;    /* that thread, joined by the waiter */
+    _Atomic uint32_t state; /* WAKE_*: the task's progress (futex word) */
 };
 
-/* About 50-100 us of yielding before a thread is started instead. */
-#define COND_WAKE_TRIES 64
-
-static void deliver_wake(struct cond_waker *w)
+/* On an executor worker: may block on mu. */
+static void wake_task(ctx_task_t *t)
 {
+    struct cond_waker *w = (struct cond_waker *)t;
     pthread_mutex_lock(w->mu);
     pthread_cond_broadcast(w->cond);
     pthread_mutex_unlock(w->mu);
+    /* The last touch of w: once it reads DONE, the waiter returns. The
+     * wake below only names the address. */
+    atomic_store_explicit(&w->state, WAKE_DONE, memory_order_release);
+    ctx__futex_wake_all(&w->state);
 }
 
-static void *deferred_wake_main(void *arg)
-{
-    deliver_wake(arg);
-    return NULL;
-}
-
-/* The after-func. A broadcast can only be sure to reach the waiter with mu
- * held (else it could fall between the waiter's check and its wait), but
- * this runs in whichever thread cancelled, or in the timer thread that
- * serves every deadline of the process: it must not block on a mutex the
- * program may hold for long, or hold itself. So it takes mu only if it is
- * free (trying for a few scheduler rounds: when a cancel wakes many waiters
- * of one mutex, they hold it only briefly), and otherwise hands the
- * broadcast to a short-lived thread, which the waiter joins. Only if no
- * thread can be started does it block on mu. */
+/* The after-func, in the cancelling thread or the timer thread: never
+ * blocks. */
 static void cond_wake(void *arg)
 {
     struct cond_waker *w = arg;
-    /* ctx_after_func() runs fn before returning when ctx is already done;
-     * the waiter holds mu then, and sees ctx done right after. */
-    if (atomic_load(&w->inline_) && pthread_equal(pthread_self(), w->owner))
+    atomic_store_explicit(&w->state, WAKE_QUEUED, memory_order_relaxed);
+    if (ctx_executor_submit(&w->task) == 0)
         return;
-    for (int i = 0; i < COND_WAKE_TRIES; i++) {
-        if (pthread_mutex_trylock(w->mu) == 0) {
-            pthread_cond_broadcast(w->cond);
-            pthread_mutex_unlock(w->mu);
-            return;
-        }
-        sched_yield();
+    atomic_store_explicit(&w->state, WAKE_NONE, memory_order_relaxed);
+    if (pthread_mutex_trylock(w->mu) == 0) {
+        pthread_cond_broadcast(w->cond);
+        pthread_mutex_unlock(w->mu);
+    } else {
+        pthread_cond_broadcast(w->cond);
     }
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    w->deferred = pthread_create(&w->thread, NULL, deferred_wake_main, w) == 0;
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (!w->deferred)
-        deliver_wake(w);
+}
+
+struct cond_state {
+    struct cond_waker w;
+    ctx_after_t *reg;
+    bool pinned;
+    bool released_mu; /* mu was let go while a queued wake finished */
+};
+
+/* Ends the registration; with mu held on entry and on return. After it, no
+ * cond_wake and no wake_task runs or will run for this wait. Also the
+ * cleanup handler of a pthread_cancel() in the wait (the C library takes mu
+ * again before running it, and the caller's own handlers expect it held). */
+static void cond_finish(void *arg)
+{
+    struct cond_state *st = arg;
+    /* Waits for a running cond_wake, which never needs mu. */
+    ctx_after_stop(st->reg);
+    if (atomic_load_explicit(&st->w.state, memory_order_acquire) ==
+        WAKE_QUEUED) {
+        /* The task needs mu: let go of it until the task is over. */
+        pthread_mutex_unlock(st->w.mu);
+        while (atomic_load_explicit(&st->w.state, memory_order_acquire) ==
+               WAKE_QUEUED)
+            ctx__futex_wait(&st->w.state, WAKE_QUEUED, CTX_TIME_MAX);
+        pthread_mutex_lock(st->w.mu);
+        st->released_mu = true;
+    }
+    if (st->pinned)
+        ctx__executor_unpin();
 }
 
 #define RETRY (-1)
+
+/* One sleep on cond, bounded by a slice in the degraded mode. Returns 0 when
+ * woken, ETIMEDOUT at the end of a slice. */
+static int cond_sleep(struct cond_state *st)
+{
+    if (st->pinned)
+        return pthread_cond_wait(st->w.cond, st->w.mu);
+    /* The slice on CLOCK_MONOTONIC, whatever clock cond was made with. */
+    struct timespec ts = ctx__timespec(ctx_now() + COND_SLICE);
+    int e = pthread_cond_clockwait(st->w.cond, st->w.mu, CLOCK_MONOTONIC, &ts);
+    return e == ETIMEDOUT ? ETIMEDOUT : 0;
+}
 
 /* One wait with mu held; pred may be NULL (plain wait). With pred, RETRY
  * means: pred is false again and ctx is live, wait once more. */
@@ -416,35 +477,36 @@ static int cond_wait(ctx_t *ctx, pthread_cond_t *cond, pthread_mutex_t *mu,
     if (ctx_is_done(ctx))
         return ctx_err(ctx);
 
-    struct cond_waker w = {.mu = mu, .cond = cond, .owner = pthread_self()};
-    atomic_store(&w.inline_, 1);
-    ctx_after_t *reg = ctx_after_func(ctx, cond_wake, &w);
-    atomic_store(&w.inline_, 0);
-    if (reg == NULL)
-        return errno != 0 ? errno : ENOMEM;
+    struct cond_state st = {
+        .w = {.task = {.fn = wake_task}, .mu = mu, .cond = cond}};
+    st.pinned = ctx__executor_pin() == 0;
+    /* Never inline: when ctx is done already, we hold mu and return. */
+    st.reg = ctx_after_func_flags(ctx, cond_wake, &st.w, CTX_AFTER_NO_INLINE);
+    if (st.reg == NULL) {
+        int e = errno;
+        if (st.pinned)
+            ctx__executor_unpin();
+        return ctx_is_done(ctx) ? ctx_err(ctx) : e != 0 ? e : ENOMEM;
+    }
 
-    /* From here a cancellation in another thread runs cond_wake, which
-     * broadcasts with mu held: it cannot fall between our check and our
-     * wait, since we hold mu until pthread_cond_wait releases it. */
+    /* From here a cancellation runs cond_wake, whose broadcast is made with
+     * mu held: it cannot fall between our check and our sleep, since we hold
+     * mu until pthread_cond_wait releases it. pthread_cond_wait is a
+     * cancellation point: cond_finish then unregisters. */
+    pthread_cleanup_push(cond_finish, &st);
     while (!ctx_is_done(ctx)) {
-        pthread_cond_wait(cond, mu);
+        if (cond_sleep(&st) == ETIMEDOUT)
+            continue;
         if (pred == NULL || pred(arg))
             break;
     }
-    /* ctx_after_stop() waits for a running cond_wake, and a deferred wake
-     * needs mu: let go of it until both are over. After the stop, w is ours
-     * again (the stop synchronises with the end of cond_wake). */
-    pthread_mutex_unlock(mu);
-    ctx_after_stop(reg);
-    if (w.deferred)
-        pthread_join(w.thread, NULL);
-    pthread_mutex_lock(mu);
+    pthread_cleanup_pop(1);
     if (pred != NULL && pred(arg))
         return 0;
     if (ctx_is_done(ctx))
         return ctx_err(ctx);
-    /* Plain wait: woken by the program. With pred: another thread may have
-     * taken what pred saw while mu was free. */
+    /* Plain wait: woken by the program. With pred: mu was let go while a
+     * wake finished, and another thread may have taken what pred saw. */
     return pred == NULL ? 0 : RETRY;
 }
 

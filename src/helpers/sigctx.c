@@ -9,6 +9,7 @@
 #include "ctx/sigctx.h"
 
 #include "alloc.h"
+#include "platform.h"
 
 #include <fcntl.h>
 #include <pthread.h>
@@ -284,7 +285,8 @@ static void fork_child(void)
 
 static void fork_init(void)
 {
-    pthread_atfork(fork_prepare, fork_parent, fork_child);
+    ctx__atfork_register(CTX__FORK_SIGCTX, fork_prepare, fork_parent,
+                         fork_child);
 }
 
 static void box_free(void *v)
@@ -363,8 +365,11 @@ ctx_t *ctx_with_signals(ctx_t *parent, const int *signals, size_t n)
     }
     pthread_mutex_unlock(&mu);
 
-    ctx_after_t *reg = ctx_after_func(c, on_done, e);
-    err = reg == NULL ? (errno != 0 ? errno : ENOMEM) : 0;
+    /* Never inline: a context done already (its parent was) gives NULL,
+     * and is finished below, as one that ends before e->reg is set. */
+    ctx_after_t *reg =
+        ctx_after_func_flags(c, on_done, e, CTX_AFTER_NO_INLINE);
+    err = reg == NULL && !ctx_is_done(c) ? (errno != 0 ? errno : ENOMEM) : 0;
     pthread_mutex_lock(&mu);
     e->reg = reg;
     e->registered = true;
@@ -372,7 +377,7 @@ ctx_t *ctx_with_signals(ctx_t *parent, const int *signals, size_t n)
     if (end)
         remove_locked(e);
     pthread_mutex_unlock(&mu);
-    if (reg == NULL) {
+    if (err != 0) {
         finish_entry(e);
         ctx_release(c);
         return fail_null(err);

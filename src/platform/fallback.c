@@ -49,7 +49,8 @@ static void park_parent(void)
 static void park_once_init(void)
 {
     park_init_all();
-    pthread_atfork(park_prepare, park_parent, park_init_all);
+    ctx__atfork_register(CTX__FORK_PARK, park_prepare, park_parent,
+                         park_init_all);
 }
 
 void ctx__platform_init(void)
@@ -66,8 +67,15 @@ static struct park_bucket *park_bucket(const void *addr)
     return &park_table[(h >> 40) % PARK_BUCKETS];
 }
 
-int ctx__futex_wait(_Atomic uint32_t *addr, uint32_t expected,
-                    ctx_time_t deadline)
+static void park_unlock(void *mu)
+{
+    pthread_mutex_unlock(mu);
+}
+
+/* pthread_cond_wait is a cancellation point: a cancel re-takes the bucket's
+ * mutex before the cleanup handlers run, so one of ours gives it back. */
+static int park_wait(_Atomic uint32_t *addr, uint32_t expected,
+                     ctx_time_t deadline)
 {
     /* A past deadline (negative ones included) must not reach
      * pthread_cond_timedwait, which rejects negative fields with EINVAL. */
@@ -76,6 +84,7 @@ int ctx__futex_wait(_Atomic uint32_t *addr, uint32_t expected,
     struct park_bucket *b = park_bucket(addr);
     int r = 0;
     pthread_mutex_lock(&b->mu);
+    pthread_cleanup_push(park_unlock, &b->mu);
     if (atomic_load(addr) != expected) {
         r = EAGAIN;
     } else if (deadline == CTX_TIME_MAX) {
@@ -84,8 +93,26 @@ int ctx__futex_wait(_Atomic uint32_t *addr, uint32_t expected,
         struct timespec ts = ctx__timespec(deadline);
         r = pthread_cond_timedwait(&b->cv, &b->mu, &ts);
     }
-    pthread_mutex_unlock(&b->mu);
+    pthread_cleanup_pop(1);
     return r;
+}
+
+int ctx__futex_wait(_Atomic uint32_t *addr, uint32_t expected,
+                    ctx_time_t deadline)
+{
+    /* Not a cancellation point, as a futex is not: the library waits here
+     * inside its locks and after-func stops. */
+    int old;
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+    int r = park_wait(addr, expected, deadline);
+    pthread_setcancelstate(old, NULL);
+    return r;
+}
+
+int ctx__futex_wait_cancel(_Atomic uint32_t *addr, uint32_t expected,
+                           ctx_time_t deadline)
+{
+    return park_wait(addr, expected, deadline);
 }
 
 void ctx__futex_wake_all(_Atomic uint32_t *addr)

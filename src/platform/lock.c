@@ -23,7 +23,12 @@ void ctx__lock_slow(ctx__lock_t *l)
         __builtin_ia32_pause();
 #endif
     }
-    /* Drepper's mutex: mark contended, sleep while it stays contended. */
+    /* Drepper's mutex: mark contended, sleep while it stays contended.
+     * The wait reports through its return value; errno is the caller's
+     * (a lock taken while leaving a CTX_DEFER_CANCEL scope must not change
+     * the errno of the call that failed just before). */
+    int saved = errno;
     while (atomic_exchange_explicit(l, 2, memory_order_acquire) != 0)
         ctx__futex_wait(l, 2, CTX_TIME_MAX);
+    errno = saved;
 }

@@ -25,6 +25,12 @@ static inline struct timespec ctx__timespec(ctx_time_t t)
  * not `expected`, ETIMEDOUT at the deadline, EINTR on a signal. */
 int ctx__futex_wait(_Atomic uint32_t *addr, uint32_t expected,
                     ctx_time_t deadline);
+/* The same wait as a cancellation point: a pthread_cancel() of the caller
+ * acts while it sleeps (the caller's cleanup handlers then run). For the
+ * waits that the API documents as cancellation points (ctx_wait_until);
+ * ctx__futex_wait() itself never acts on a cancellation. */
+int ctx__futex_wait_cancel(_Atomic uint32_t *addr, uint32_t expected,
+                           ctx_time_t deadline);
 /* Wakes every thread sleeping on addr. */
 void ctx__futex_wake_all(_Atomic uint32_t *addr);
 void ctx__futex_wake_one(_Atomic uint32_t *addr);
@@ -47,11 +53,23 @@ static inline void ctx__unlock(ctx__lock_t *l)
         ctx__futex_wake_one(l);
 }
 
-/* Sets up the platform layer's fork handlers. Whoever registers fork
- * handlers that use ctx__lock must call it first: handlers registered earlier
- * are prepared later and resumed earlier, so the parking lot's locks are then
- * free while theirs run. */
+/* Sets up the platform layer's fork handlers (the parking lot's slot). */
 void ctx__platform_init(void);
+
+/* The library's one fork handler (atfork.c). Each component registers its
+ * handlers in its own slot, once, before it takes the locks they guard.
+ * prepare runs in slot order (the lock order: outermost first); parent and
+ * child run in reverse order. Handlers registered after a fork's prepare
+ * are not called for that fork. */
+enum ctx__fork_slot {
+    CTX__FORK_SIGCTX = 0, /* the signal watcher's mutex */
+    CTX__FORK_EXECUTOR,   /* the executor's queue mutex */
+    CTX__FORK_TIMER,      /* the timer's start lock, then its shards */
+    CTX__FORK_PARK,       /* the fallback's parking lot (innermost) */
+    CTX__FORK_NSLOTS
+};
+void ctx__atfork_register(enum ctx__fork_slot slot, void (*prepare)(void),
+                          void (*parent)(void), void (*child)(void));
 
 /* A done fd: returns the fd to poll (and sets *wfd to the end to signal, the
  * same fd for an eventfd), or -1 with errno. */

@@ -240,15 +240,22 @@ static void test_sigctx_cancel_waits_for_other_afterfunc(void **state)
 
 struct late_signal {
     int sig;
+    ctx_t *witness; /* a signal context of the same signal, not cancelled */
+    int witness_err;
 };
 
 /* Runs in phase 2 of the parent's cancel, before the child signal
- * context's own after-func has stopped its watch: a signal arrives now. */
+ * context's own after-func has stopped its watch: a signal arrives now.
+ * The watcher handles it in one pass over every watching context, the
+ * child's (done already, so not the signal's doing) and the witness's, and
+ * cancels the witness at the end of that pass: once the witness is done,
+ * the pass that saw the child is over. */
 static void signal_now(void *arg)
 {
     struct late_signal *l = arg;
     kill(getpid(), l->sig);
-    tu_sleep(100 * MS); /* the watcher delivers it meanwhile */
+    l->witness_err =
+        ctx_wait_until(l->witness, ctx_now() + 10 * CTX_SECOND * TU_SLOW);
 }
 
 /* ctx_signal_caught() names "the signal that cancelled" the context; a
@@ -260,12 +267,18 @@ static void test_sigctx_caught_after_other_cancel(void **state)
     static const int usr1[] = {SIGUSR1};
     ctx_t *p = ctx_with_cancel(ctx_background());
     ctx_t *c = ctx_with_signals(p, usr1, 1);
-    struct late_signal l = {SIGUSR1};
+    struct late_signal l = {SIGUSR1, ctx_with_signals(ctx_background(), usr1, 1),
+                            -1};
+    assert_non_null(l.witness);
     ctx_after_t *reg = ctx_after_func(p, signal_now, &l);
     ctx_cancel(p);
+    /* The signal was delivered while c was still watched. */
+    assert_int_equal(l.witness_err, ECANCELED);
+    assert_int_equal(ctx_signal_caught(l.witness), SIGUSR1);
     assert_int_equal(ctx_cause(c), ECANCELED);
     assert_int_equal(ctx_signal_caught(c), 0);
     ctx_after_stop(reg);
+    ctx_release(l.witness);
     ctx_release(c);
     ctx_release(p);
 }

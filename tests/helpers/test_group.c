@@ -174,6 +174,62 @@ static void test_bad_input(void **state)
     ctx_group_free(g);
 }
 
+/* ---- members that never return (issue 9) ---------------------------------
+ * A member that calls pthread_exit(), or is cancelled with pthread_cancel()
+ * in a cancellation point, counts as finished (without an error): the
+ * group's wait used to hang for ever on it. */
+
+static _Atomic(pthread_t) blocked_member;
+static atomic_int blocked_ready;
+
+static int exit_fn(ctx_t *ctx, void *arg)
+{
+    (void)ctx;
+    (void)arg;
+    pthread_exit(NULL);
+}
+
+static int blocked_fn(ctx_t *ctx, void *arg)
+{
+    (void)arg;
+    atomic_store(&blocked_member, pthread_self());
+    atomic_store(&blocked_ready, 1);
+    return ctx_sleep(ctx, 3600 * CTX_SECOND); /* a cancellation point */
+}
+
+struct group_waiter {
+    ctx_group_t *g;
+    int ret;
+};
+
+static void *group_wait_main(void *arg)
+{
+    struct group_waiter *w = arg;
+    w->ret = ctx_group_wait(w->g);
+    return NULL;
+}
+
+static void test_member_pthread_exit(void **state)
+{
+    (void)state;
+    ctx_group_t *g = ctx_group_new(ctx_background(), 0);
+    assert_non_null(g);
+    assert_int_equal(ctx_group_go(g, exit_fn, NULL), 0);
+    assert_int_equal(ctx_group_go(g, count_fn, NULL), 0);
+    assert_int_equal(ctx_group_go(g, blocked_fn, NULL), 0);
+    while (!atomic_load(&blocked_ready))
+        tu_sleep(CTX_MILLISECOND / 2);
+    assert_int_equal(pthread_cancel(atomic_load(&blocked_member)), 0);
+    struct group_waiter w = {g, -1};
+    pthread_t t = tu_spawn(group_wait_main, &w);
+    tu_join_within(t, 10 * CTX_SECOND); /* fails instead of hanging */
+    assert_int_equal(w.ret, 0);
+    assert_int_equal(ctx_group_running(g), 0);
+    assert_false(ctx_cause(ctx_group_ctx(g)) != 0 &&
+                 ctx_cause(ctx_group_ctx(g)) != ECANCELED);
+    ctx_group_free(g);
+}
+
 int main(void)
 {
     ctx_release(ctx_with_timeout(ctx_background(), CTX_HOUR)); /* timer */
@@ -186,6 +242,7 @@ int main(void)
                                         tu_count_teardown),
         cmocka_unit_test_setup_teardown(test_free_waits, tu_count_setup, tu_count_teardown),
         cmocka_unit_test_setup_teardown(test_bad_input, tu_count_setup, tu_count_teardown),
+        cmocka_unit_test_setup_teardown(test_member_pthread_exit, tu_count_setup, tu_count_teardown),
     };
     return cmocka_run_group_tests_name("group", tests, NULL, NULL);
 }

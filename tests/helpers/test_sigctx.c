@@ -117,8 +117,8 @@ static void test_interrupts_blocking_call(void **state)
     static const int usr1[] = {SIGUSR1};
     ctx_t *c = ctx_with_signals(ctx_background(), usr1, 1);
     struct killer k = {30 * MS, SIGUSR1};
+    ctx_time_t t0 = ctx_now(); /* before the killer's 30 ms start */
     pthread_t t = tu_spawn(kill_main, &k);
-    ctx_time_t t0 = ctx_now();
     assert_int_equal(ctx_sleep(c, 10 * CTX_SECOND), ECANCELED);
     tu_assert_between(ctx_now() - t0, 30 * MS, 30 * MS + TU_PROMPT);
     assert_int_equal(ctx_signal_caught(c), SIGUSR1);

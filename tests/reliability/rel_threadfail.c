@@ -6,8 +6,8 @@
  *    the callback is never called, nothing is left half made (no live
  *    context, no handler installed, no fd);
  *  - once threads can start again, the same operation works;
- *  - a cond wait whose wake cannot be handed to a thread is still woken
- *    (the after-func then waits for the mutex itself).
+ *  - a cond wait whose wake cannot be handed to a thread is still woken,
+ *    and the cancel never waits for the mutex (whoever holds it).
  * Root may not be limited by RLIMIT_NPROC, hence the wrapper. */
 #include "ctx.h"
 #include "ctx/group.h"
@@ -152,14 +152,19 @@ static void signal_watcher(void)
            "cancel\n");
 }
 
-/* The deferred wake of a cond wait: the mutex is held by another thread
- * when the context is cancelled, and no thread can be started to deliver
- * the broadcast, so the after-func waits for the mutex itself. */
+/* Cond waits when no thread can be started. The wake of a cancelled wait
+ * is normally handed to the shared executor (the waiter keeps a worker
+ * alive while it waits); with no worker at all the waiter sleeps in bounded
+ * slices and the cancel's after-func broadcasts without ever waiting for
+ * the mutex: it must not block, whoever holds the mutex, the cancelling
+ * thread included (the header allows that). Nothing here depends on how
+ * long anything takes: a cancel that blocked would hang, and the alarm
+ * ends the test. */
 struct box {
     pthread_mutex_t mu;
     pthread_cond_t cond;
     ctx_t *ctx;
-    atomic_int waiting, holding, release_mu;
+    atomic_int waiting, holding, release_mu, done;
     int ret;
 };
 
@@ -176,6 +181,7 @@ static void *waiter_main(void *arg)
     atomic_store(&b->waiting, 1);
     b->ret = ctx_cond_wait_pred(b->ctx, &b->cond, &b->mu, never, NULL);
     pthread_mutex_unlock(&b->mu);
+    atomic_store(&b->done, 1);
     return NULL;
 }
 
@@ -184,42 +190,84 @@ static void *holder_main(void *arg)
     struct box *b = arg;
     pthread_mutex_lock(&b->mu);
     atomic_store(&b->holding, 1);
-    while (!atomic_load(&b->release_mu))
+    while (!atomic_load(&b->release_mu)) /* until the cancel returned */
         usleep(1000);
-    usleep(50 * 1000); /* still held while the cancel runs its after-func */
     pthread_mutex_unlock(&b->mu);
     return NULL;
 }
 
-static void cond_wake_thread(void)
+static void wait_flag(atomic_int *f)
 {
-    struct box b = {.ctx = ctx_with_cancel(ctx_background())};
-    pthread_mutex_init(&b.mu, NULL);
-    pthread_cond_init(&b.cond, NULL);
-    pthread_t w, h;
-    REL_EQ(pthread_create(&w, NULL, waiter_main, &b), 0);
-    while (!atomic_load(&b.waiting))
+    while (!atomic_load(f))
         usleep(1000);
-    usleep(10 * 1000); /* let it reach the wait */
-    REL_EQ(pthread_create(&h, NULL, holder_main, &b), 0);
-    while (!atomic_load(&b.holding))
-        usleep(1000);
+}
+
+/* Starts a waiter while thread starts fail: it finds no executor worker.
+ * Returns once the waiter sleeps in the wait (the mutex is free then). */
+static pthread_t start_stranded_waiter(struct box *b)
+{
+    pthread_mutex_init(&b->mu, NULL);
+    pthread_cond_init(&b->cond, NULL);
+    b->ctx = ctx_with_cancel(ctx_background());
+    REL_CHECK(b->ctx != NULL, "with_cancel");
     int before = atomic_load(&failed_creates);
     arm(true);
-    atomic_store(&b.release_mu, 1);
-    REL_EQ(ctx_cancel(b.ctx), 0); /* its after-func waits for mu */
-    arm(false);
+    pthread_t w;
+    REL_EQ(__real_pthread_create(&w, NULL, waiter_main, b), 0);
+    wait_flag(&b->waiting);
+    /* Taking mu proves the waiter released it inside the wait. */
+    pthread_mutex_lock(&b->mu);
+    pthread_mutex_unlock(&b->mu);
     REL_CHECK(atomic_load(&failed_creates) > before,
-              "the wake was not handed to a thread");
+              "the waiter did not ask for an executor worker");
+    return w;
+}
+
+static void finish_box(struct box *b, pthread_t w)
+{
     REL_EQ(pthread_join(w, NULL), 0);
-    REL_EQ(pthread_join(h, NULL), 0);
-    REL_EQ(b.ret, CTX_CANCELED);
-    pthread_mutex_destroy(&b.mu);
-    pthread_cond_destroy(&b.cond);
-    ctx_release(b.ctx);
+    REL_EQ(b->ret, CTX_CANCELED);
+    pthread_mutex_destroy(&b->mu);
+    pthread_cond_destroy(&b->cond);
+    ctx_release(b->ctx);
     no_live();
-    printf("  ok   cond wait: no thread for the wake, the waiter still "
-           "wakes\n");
+}
+
+/* Another thread holds the mutex while the context is cancelled. */
+static void cond_wake_mutex_busy(void)
+{
+    struct box b = {0};
+    pthread_t w = start_stranded_waiter(&b);
+    pthread_t h;
+    REL_EQ(__real_pthread_create(&h, NULL, holder_main, &b), 0);
+    wait_flag(&b.holding);
+    int before = atomic_load(&failed_creates);
+    REL_EQ(ctx_cancel(b.ctx), 0); /* returns with mu still held by h */
+    REL_CHECK(atomic_load(&failed_creates) > before,
+              "the wake was not offered to the executor");
+    REL_CHECK(!atomic_load(&b.done), "returned without the mutex");
+    arm(false);
+    atomic_store(&b.release_mu, 1);
+    REL_EQ(pthread_join(h, NULL), 0);
+    finish_box(&b, w);
+    printf("  ok   cond wait: no thread for the wake, mutex busy: the "
+           "cancel does not wait, the waiter wakes\n");
+}
+
+/* The cancelling thread itself holds the mutex (issue 9, defect 3: the wake
+ * used to lock it in the same thread, a self-deadlock). */
+static void cond_wake_canceller_holds_mutex(void)
+{
+    struct box b = {0};
+    pthread_t w = start_stranded_waiter(&b);
+    pthread_mutex_lock(&b.mu);
+    REL_EQ(ctx_cancel(b.ctx), 0); /* must return: we hold mu */
+    REL_CHECK(!atomic_load(&b.done), "returned without the mutex");
+    pthread_mutex_unlock(&b.mu);
+    arm(false);
+    finish_box(&b, w);
+    printf("  ok   cond wait: no thread for the wake, the canceller holds "
+           "the mutex: no deadlock, the waiter wakes\n");
 }
 
 int main(void)
@@ -228,7 +276,9 @@ int main(void)
     timer_thread(); /* first: no deadline before it in this process */
     group_threads();
     signal_watcher();
-    cond_wake_thread();
+    alarm(25); /* a blocked cancel is a failure, not a hang */
+    cond_wake_mutex_busy();
+    cond_wake_canceller_holds_mutex();
     printf("rel_threadfail: %d thread starts failed on purpose, every "
            "operation reported EAGAIN or coped\n",
            atomic_load(&failed_creates));

@@ -10,7 +10,12 @@ static void test_deadline_fires(void **state)
     assert_true(ctx_deadline(c, &d));
     tu_assert_between(d - start, 20 * CTX_MILLISECOND,
                       20 * CTX_MILLISECOND + TU_PROMPT);
-    assert_false(ctx_is_done(c));
+    /* Not done early. (Done already is fine if 20 ms have passed: on a busy
+     * machine, or under an emulator, the first deadline of the process
+     * starts the timer thread, which may take that long.) */
+    bool done = ctx_is_done(c);
+    if (done)
+        assert_true(ctx_now() - start >= 20 * CTX_MILLISECOND);
     assert_int_equal(ctx_wait(c), CTX_DEADLINE_EXCEEDED);
     ctx_time_t took = ctx_now() - start;
     tu_assert_between(took, 20 * CTX_MILLISECOND,

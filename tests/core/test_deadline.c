@@ -35,7 +35,10 @@ static void test_deadline_cause(void **state)
     ctx_t *c = ctx_with_timeout_cause(ctx_background(), 5 * CTX_MILLISECOND,
                                       ENOLINK);
     ctx_t *child = ctx_with_cancel(c);
-    assert_int_equal(ctx_cause(c), 0); /* never before err */
+    /* Cause never before err (the 5 ms may already have passed on a busy
+     * machine: then both are set). */
+    if (ctx_cause(c) != 0)
+        assert_int_equal(ctx_err(c), CTX_DEADLINE_EXCEEDED);
     assert_int_equal(ctx_wait(child), CTX_DEADLINE_EXCEEDED);
     assert_int_equal(ctx_cause(c), ENOLINK);
     assert_int_equal(ctx_cause(child), ENOLINK);
@@ -76,7 +79,11 @@ static void test_earlier_parent_deadline_wins(void **state)
     assert_true(ctx_deadline(e, &ed));
     assert_int_equal(ed, now + 10 * CTX_MILLISECOND);
     assert_int_equal(ctx_wait(e), CTX_DEADLINE_EXCEEDED);
-    assert_false(ctx_is_done(p));
+    /* p is not done before its own deadline (on a busy machine that may
+     * have passed too by now). */
+    bool p_done = ctx_is_done(p);
+    if (p_done)
+        assert_true(ctx_now() >= now + 30 * CTX_MILLISECOND);
     assert_int_equal(ctx_wait(cc), CTX_DEADLINE_EXCEEDED);
     assert_true(ctx_is_done(c));
     ctx_time_t late = ctx_now() - now;

@@ -21,6 +21,20 @@ LD_LIBRARY_PATH="$libdir" "$tmp/pc-consumer"
 "$tmp/pc-static"
 echo "pkg-config: version $(pkg-config --modversion libctx), consumer ran"
 
+# valgrind: the consumer (it makes a deadline, so the timer thread runs) is
+# clean with the installed suppression file (docs/TOOLS.md).
+supp=$prefix/share/libctx/libctx.supp
+[ -f "$supp" ] || { echo "no $supp installed"; exit 1; }
+if command -v valgrind >/dev/null 2>&1; then
+  LD_LIBRARY_PATH="$libdir" valgrind -q --leak-check=full --error-exitcode=1 \
+    --errors-for-leak-kinds=definite,indirect,possible \
+    --suppressions="$supp" "$tmp/pc-consumer" >/dev/null
+  valgrind -q --leak-check=full --error-exitcode=1 \
+    --errors-for-leak-kinds=definite,indirect,possible \
+    --suppressions="$supp" "$tmp/pc-static" >/dev/null
+  echo "valgrind: consumers clean with $supp"
+fi
+
 # find_package(ctx) with target ctx::ctx
 cmake -S "$consumer" -B "$tmp/cm" -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_C_COMPILER="$cc" >/dev/null
 cmake --build "$tmp/cm" >/dev/null

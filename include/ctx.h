@@ -270,8 +270,10 @@ CTX_API bool ctx_after_stop(ctx_after_t *reg);
 
 /* Describes ctx in the shape of Go's String(), e.g.
  *   context.Background.WithCancel.WithValue(trace-id, ...)
- *   context.Background.WithDeadline(12.5s [99.8ms])
- * (the deadline on ctx_now()'s clock, then the time left). snprintf rules:
+ *   context.Background.WithDeadline(2026-12-02T01:50:12.5Z [99.8ms])
+ * (the deadline on the wall clock, UTC, RFC 3339, then the time left; the
+ * wall time is computed from the time left, so setting the system clock
+ * moves it while the deadline itself stays put). snprintf rules:
  * writes at most size bytes including the NUL (buf may be NULL when size is
  * 0) and returns the length of the whole description. */
 CTX_API size_t ctx_format(ctx_t *ctx, char *buf, size_t size);

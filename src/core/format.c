@@ -4,6 +4,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 /* Writes into buf[0, size-1) at a running position, counting what does not
  * fit, so the same code measures and writes. */
@@ -86,8 +87,62 @@ static void put_duration(struct sink *s, int64_t d)
     puts_(s, tmp);
 }
 
-/* The part of the description that node c adds. */
-static void segment(ctx_t *c, ctx_time_t now, struct sink *s)
+/* A wall-clock instant, ns since the Unix epoch, in UTC as RFC 3339 with
+ * the fraction's trailing zeros dropped (Go's time.RFC3339Nano):
+ * 2026-12-02T01:50:12.5Z. Civil date from days without time_t or gmtime,
+ * so that every int64 instant prints the same on 32-bit ABIs. */
+static void put_wall(struct sink *s, int64_t ns)
+{
+    int64_t secs = ns / 1000000000, frac = ns % 1000000000;
+    if (frac < 0) {
+        frac += 1000000000;
+        secs--;
+    }
+    int64_t days = secs / 86400, sod = secs % 86400;
+    if (sod < 0) {
+        sod += 86400;
+        days--;
+    }
+    /* H. Hinnant's civil_from_days. */
+    int64_t z = days + 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    int64_t doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t y = yoe + era * 400;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    int64_t d = doy - (153 * mp + 2) / 5 + 1;
+    int64_t m = mp < 10 ? mp + 3 : mp - 9;
+    if (m <= 2)
+        y++;
+    char tmp[64];
+    int n = snprintf(tmp, sizeof tmp,
+                     "%04" PRId64 "-%02" PRId64 "-%02" PRId64 "T%02" PRId64
+                     ":%02" PRId64 ":%02" PRId64,
+                     y, m, d, sod / 3600, sod / 60 % 60, sod % 60);
+    if (frac != 0) {
+        char f[16];
+        snprintf(f, sizeof f, "%09" PRId64, frac);
+        size_t fl = strlen(f);
+        while (fl > 0 && f[fl - 1] == '0')
+            f[--fl] = '\0';
+        n += snprintf(tmp + n, sizeof tmp - (size_t)n, ".%s", f);
+    }
+    snprintf(tmp + n, sizeof tmp - (size_t)n, "Z");
+    puts_(s, tmp);
+}
+
+static int64_t sat_add(int64_t a, int64_t b)
+{
+    int64_t r;
+    if (__builtin_add_overflow(a, b, &r))
+        r = b < 0 ? INT64_MIN : INT64_MAX;
+    return r;
+}
+
+/* The part of the description that node c adds. `now` is on ctx_now()'s
+ * clock, `wall` the same instant on CLOCK_REALTIME. */
+static void segment(ctx_t *c, ctx_time_t now, int64_t wall, struct sink *s)
 {
     switch (c->kind) {
     case CTX_KIND_ROOT:
@@ -100,8 +155,11 @@ static void segment(ctx_t *c, ctx_time_t now, struct sink *s)
             /* Any deadline is valid input, INT64_MIN included: saturate. */
             if (__builtin_sub_overflow(dl, now, &left))
                 left = dl < 0 ? INT64_MIN : INT64_MAX;
+            /* As Go: the deadline on the wall clock (UTC), then the time
+             * left. The deadline itself is on the monotonic clock: its wall
+             * time is now's plus the time left. */
             puts_(s, ".WithDeadline(");
-            put_duration(s, dl);
+            put_wall(s, sat_add(wall, left));
             puts_(s, " [");
             put_duration(s, left);
             puts_(s, "])");
@@ -124,10 +182,10 @@ static void segment(ctx_t *c, ctx_time_t now, struct sink *s)
     }
 }
 
-static size_t segment_len(ctx_t *c, ctx_time_t now)
+static size_t segment_len(ctx_t *c, ctx_time_t now, int64_t wall)
 {
     struct sink m = {NULL, 0, 0};
-    segment(c, now, &m);
+    segment(c, now, wall, &m);
     return m.pos;
 }
 
@@ -146,15 +204,18 @@ CTX_API size_t ctx_format(ctx_t *ctx, char *buf, size_t size)
     /* Segments read from root to leaf; walking leaf to root, place each at
      * its offset from the end: no recursion, no allocation. */
     ctx_time_t now = ctx_now();
+    struct timespec rt;
+    clock_gettime(CLOCK_REALTIME, &rt);
+    int64_t wall = (int64_t)rt.tv_sec * 1000000000 + rt.tv_nsec;
     size_t total = 0;
     for (ctx_t *c = ctx; c != NULL; c = c->parent)
-        total += segment_len(c, now);
+        total += segment_len(c, now, wall);
     size_t off = total;
     for (ctx_t *c = ctx; c != NULL; c = c->parent) {
-        off -= segment_len(c, now);
+        off -= segment_len(c, now, wall);
         if (size > 0 && off < size - 1) {
             struct sink s = {buf, size, off};
-            segment(c, now, &s);
+            segment(c, now, wall, &s);
         }
     }
     if (size > 0)

@@ -61,9 +61,11 @@ void ctx__platform_init(void)
 static struct park_bucket *park_bucket(const void *addr)
 {
     pthread_once(&park_once, park_once_init);
-    uintptr_t h = (uintptr_t)addr;
+    /* Fibonacci hashing in 64 bits whatever the pointer width: on a 32-bit
+     * target a uintptr_t shifted by 40 would be undefined. */
+    uint64_t h = (uint64_t)(uintptr_t)addr;
     h ^= h >> 17;
-    h *= 0x9e3779b97f4a7c15ull;
+    h *= UINT64_C(0x9e3779b97f4a7c15);
     return &park_table[(h >> 40) % PARK_BUCKETS];
 }
 

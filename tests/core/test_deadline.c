@@ -10,7 +10,12 @@ static void test_deadline_fires(void **state)
     assert_true(ctx_deadline(c, &d));
     tu_assert_between(d - start, 20 * CTX_MILLISECOND,
                       20 * CTX_MILLISECOND + TU_PROMPT);
-    assert_false(ctx_is_done(c));
+    /* Not done early. (Done already is fine if 20 ms have passed: on a busy
+     * machine, or under an emulator, the first deadline of the process
+     * starts the timer thread, which may take that long.) */
+    bool done = ctx_is_done(c);
+    if (done)
+        assert_true(ctx_now() - start >= 20 * CTX_MILLISECOND);
     assert_int_equal(ctx_wait(c), CTX_DEADLINE_EXCEEDED);
     ctx_time_t took = ctx_now() - start;
     tu_assert_between(took, 20 * CTX_MILLISECOND,
@@ -30,7 +35,10 @@ static void test_deadline_cause(void **state)
     ctx_t *c = ctx_with_timeout_cause(ctx_background(), 5 * CTX_MILLISECOND,
                                       ENOLINK);
     ctx_t *child = ctx_with_cancel(c);
-    assert_int_equal(ctx_cause(c), 0); /* never before err */
+    /* Cause never before err (the 5 ms may already have passed on a busy
+     * machine: then both are set). */
+    if (ctx_cause(c) != 0)
+        assert_int_equal(ctx_err(c), CTX_DEADLINE_EXCEEDED);
     assert_int_equal(ctx_wait(child), CTX_DEADLINE_EXCEEDED);
     assert_int_equal(ctx_cause(c), ENOLINK);
     assert_int_equal(ctx_cause(child), ENOLINK);
@@ -71,7 +79,11 @@ static void test_earlier_parent_deadline_wins(void **state)
     assert_true(ctx_deadline(e, &ed));
     assert_int_equal(ed, now + 10 * CTX_MILLISECOND);
     assert_int_equal(ctx_wait(e), CTX_DEADLINE_EXCEEDED);
-    assert_false(ctx_is_done(p));
+    /* p is not done before its own deadline (on a busy machine that may
+     * have passed too by now). */
+    bool p_done = ctx_is_done(p);
+    if (p_done)
+        assert_true(ctx_now() >= now + 30 * CTX_MILLISECOND);
     assert_int_equal(ctx_wait(cc), CTX_DEADLINE_EXCEEDED);
     assert_true(ctx_is_done(c));
     ctx_time_t late = ctx_now() - now;

@@ -1,6 +1,8 @@
 /* ctx_format (Go's String() shape) and ctx_strerror. */
 #include "testutil.h"
 
+#include <time.h>
+
 static const ctx_key_t trace_key = CTX_KEY("trace-id");
 
 static void test_shapes(void **state)
@@ -24,18 +26,57 @@ static void test_shapes(void **state)
         buf, "context.Background.WithCancel.WithValue(trace-id, ...)"
              ".WithoutCancel");
 
+    /* The deadline on the wall clock, UTC, RFC 3339 (as Go's String()
+     * prints the time), then the time left:
+     * context.TODO.WithDeadline(2026-12-02T01:50:12.123456789Z [1m29.99...s]) */
+    time_t before = time(NULL);
     ctx_t *t = ctx_with_timeout(ctx_todo(), 90 * CTX_SECOND);
     ctx_format(t, buf, sizeof buf);
-    /* context.TODO.WithDeadline(<abs> [1m29.99...s]) */
+    time_t after = time(NULL);
     assert_memory_equal(buf, "context.TODO.WithDeadline(", 26);
-    assert_non_null(strstr(buf, " [1m29.9"));
+    struct tm tm = {0};
+    char tail[64] = "";
+    assert_int_equal(sscanf(buf + 26, "%4d-%2d-%2dT%2d:%2d:%2d%63s",
+                            &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
+                            &tm.tm_min, &tm.tm_sec, tail),
+                     7);
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    time_t printed = timegm(&tm);
+    /* printed is the deadline's second, truncated */
+    assert_true(printed >= before + 90 - 1);
+    assert_true(printed <= after + 90);
+    /* a fraction without trailing zeros (or none), then Z */
+    char *z = strchr(tail, 'Z');
+    assert_non_null(z);
+    if (tail[0] == '.') {
+        assert_true(z - tail >= 2 && z - tail <= 10);
+        assert_true(z[-1] != '0');
+    } else {
+        assert_true(z == tail);
+    }
+    assert_non_null(strstr(buf, "Z [1m29.9"));
     assert_int_equal(buf[strlen(buf) - 1], ')');
     ctx_release(t);
 
-    /* a zero duration prints as Go's: "0s", not "0ns" */
+    /* The end of time: the latest instant an int64 of ns can name, as Go's
+     * time prints it (the wall clock is ahead of the monotonic one, so the
+     * sum saturates). */
+    t = ctx_with_deadline(ctx_background(), CTX_TIME_MAX);
+    ctx_format(t, buf, sizeof buf);
+    assert_non_null(strstr(buf, ".WithDeadline(2262-04-11T23:47:16.854775807Z ["));
+    ctx_release(t);
+
+    /* a deadline long past (0 on the monotonic clock: boot, and the
+     * earliest int64) prints a negative time left, and nothing overflows */
     t = ctx_with_deadline(ctx_background(), 0);
     ctx_format(t, buf, sizeof buf);
-    assert_memory_equal(buf, "context.Background.WithDeadline(0s [-", 37);
+    assert_memory_equal(buf, "context.Background.WithDeadline(", 32);
+    assert_non_null(strstr(buf, "Z [-"));
+    ctx_release(t);
+    t = ctx_with_deadline(ctx_background(), INT64_MIN);
+    assert_true(ctx_format(t, buf, sizeof buf) < sizeof buf);
+    assert_non_null(strstr(buf, "Z [-"));
     ctx_release(t);
     ctx_release(w);
     ctx_release(v);

@@ -16,11 +16,11 @@
 static _Atomic int failures;
 static char first_failure[256];
 
-static void note_failure(int line, const char *what, long a, long b)
+static void note_failure(int line, const char *what, long long a, long long b)
 {
     if (atomic_fetch_add(&failures, 1) == 0)
         snprintf(first_failure, sizeof first_failure,
-                 "line %d: %s (%ld, %ld)", line, what, a, b);
+                 "line %d: %s (%lld, %lld)", line, what, a, b);
 }
 
 #define CHECK(cond)                                                            \
@@ -30,7 +30,7 @@ static void note_failure(int line, const char *what, long a, long b)
     } while (0)
 #define CHECK_EQ(a, b)                                                         \
     do {                                                                       \
-        long a_ = (long)(a), b_ = (long)(b);                                   \
+        long long a_ = (long long)(a), b_ = (long long)(b);                    \
         if (a_ != b_)                                                          \
             note_failure(__LINE__, #a " == " #b, a_, b_);                      \
     } while (0)
@@ -223,7 +223,7 @@ struct tree {
     ctx_after_t *regs[TREE_N];
     _Atomic int calls[TREE_N];
     /* The first (err, cause) any thread saw on a done node. */
-    _Atomic long seen[TREE_N];
+    _Atomic long long seen[TREE_N]; /* pack(): 64 bits on every ABI */
     int cancellable[TREE_N], ncancellable;
     tu_event_t fired;
     unsigned seeds[TREE_THREADS];
@@ -243,9 +243,9 @@ static void tree_fn(void *arg)
     tu_event_set(&T.fired);
 }
 
-static long pack(int err, int cause)
+static long long pack(int err, int cause)
 {
-    return (long)err << 32 | (unsigned)cause;
+    return (long long)err << 32 | (unsigned)cause;
 }
 
 /* Records or compares what is seen of node i. */
@@ -260,7 +260,7 @@ static void observe(int i)
         return;
     cause = ctx_cause(T.n[i]);
     CHECK(cause != 0);
-    long expect = 0, now = pack(err, cause);
+    long long expect = 0, now = pack(err, cause);
     if (!atomic_compare_exchange_strong(&T.seen[i], &expect, now))
         CHECK_EQ(expect, now); /* never changes once done */
 }

@@ -29,6 +29,20 @@ LD_LIBRARY_PATH="$libdir" "$tmp/pc-consumer"
 "$tmp/pc-static"
 echo "pkg-config: libctx $ver (SONAME $soname), consumer ran"
 
+# valgrind: the consumer (it makes a deadline, so the timer thread runs) is
+# clean with the installed suppression file (docs/TOOLS.md).
+supp=$prefix/share/libctx/libctx.supp
+[ -f "$supp" ] || { echo "no $supp installed"; exit 1; }
+if command -v valgrind >/dev/null 2>&1; then
+  LD_LIBRARY_PATH="$libdir" valgrind -q --leak-check=full --error-exitcode=1 \
+    --errors-for-leak-kinds=definite,indirect,possible \
+    --suppressions="$supp" "$tmp/pc-consumer" >/dev/null
+  valgrind -q --leak-check=full --error-exitcode=1 \
+    --errors-for-leak-kinds=definite,indirect,possible \
+    --suppressions="$supp" "$tmp/pc-static" >/dev/null
+  echo "valgrind: consumers clean with $supp"
+fi
+
 # Every installed component, through pkg-config.
 components=""
 for pc in "$libdir"/pkgconfig/libctx-*.pc; do

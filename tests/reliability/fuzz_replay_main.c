@@ -2,6 +2,10 @@
  * the command line, or in a directory named there, or in $CTX_FUZZ_CORPUS,
  * through LLVMFuzzerTestOneInput once. Used by the rel_fuzz_replay test (the
  * committed corpus, in every build configuration) and to replay a crash. */
+/* 64-bit inode numbers and sizes on 32-bit ABIs too: without it readdir()
+ * and stat() fail with EOVERFLOW on file systems with large inode numbers
+ * (seen in the i386 build of make test). */
+#define _FILE_OFFSET_BITS 64
 #include <dirent.h>
 #include <stdint.h>
 #include <stdio.h>

@@ -113,9 +113,13 @@ CTX_API int ctx_propagate_inject(ctx_t *ctx, const ctx_carrier_t *carrier,
  *  - trace: the caller's trace id and flags, its parent id as this
  *    context's parent id, and a new random span id for this hop. A missing
  *    or invalid traceparent restarts the trace: a new trace id, no parent
- *    id, flags 0, and tracestate dropped. An invalid tracestate is dropped.
- *  - baggage: the valid members, up to the W3C limits (64 members, 8192
- *    bytes; members beyond them are dropped whole).
+ *    id, flags 0, and tracestate dropped. A tracestate with an invalid
+ *    member, a duplicate key or more than 32 members is dropped whole;
+ *    empty members are skipped; several lines are combined in order.
+ *  - baggage: the valid members (invalid ones are dropped), combined over
+ *    several lines, up to 180 members (the most the W3C grammar allows;
+ *    W3C asks for at least 64) and 8192 bytes; members beyond these limits
+ *    are dropped whole. Percent-encoding and properties are kept.
  * Returns NULL with errno EINVAL (NULL parent or carrier, neither get nor
  * get_all, unknown bits in `what`) or ENOMEM (nothing leaked). */
 CTX_API ctx_t *ctx_propagate_extract(ctx_t *parent,
@@ -235,8 +239,8 @@ CTX_API long ctx_baggage_get(ctx_t *ctx, const char *key, char *buf,
 /* A new reference to a child of `parent` whose baggage is the parent's
  * with member `key` set to `value` (percent-encoded as needed; an existing
  * member with that key is replaced). Returns NULL with errno EINVAL (NULL
- * argument, key not a valid token, or the baggage would exceed 64 members
- * or 8192 bytes) or ENOMEM. */
+ * argument, key not a valid token, or the baggage would exceed 180
+ * members or 8192 bytes) or ENOMEM. */
 CTX_API ctx_t *ctx_with_baggage(ctx_t *parent, const char *key,
                                 const char *value);
 

@@ -685,7 +685,7 @@ static struct trace_rec *extract_trace(const ctx_carrier_t *c)
     size_t ntp = carrier_lines(c, CTX_PROPAGATE_KEY_TRACEPARENT, tp, 2);
     struct trace_rec parsed;
     bool ok = ntp == 1 && tp[0] != NULL && traceparent_parse(tp[0], &parsed);
-    const char *ts[MAX_LINES];
+    const char *ts[MAX_LINES] = {NULL}; /* a carrier may store fewer */
     size_t nts = 0, cap = 0;
     if (ok) {
         nts = carrier_lines(c, CTX_PROPAGATE_KEY_TRACESTATE, ts, MAX_LINES);
@@ -716,7 +716,7 @@ static struct trace_rec *extract_trace(const ctx_carrier_t *c)
  * without *oom: no baggage. */
 static char *extract_baggage(const ctx_carrier_t *c, bool *oom)
 {
-    const char *lines[MAX_LINES];
+    const char *lines[MAX_LINES] = {NULL};
     size_t n = carrier_lines(c, CTX_PROPAGATE_KEY_BAGGAGE, lines, MAX_LINES);
     if (n > MAX_LINES)
         n = MAX_LINES; /* the members past them would pass the limits */

@@ -95,15 +95,17 @@ static void rng_seed(unsigned gen)
     uint64_t seed[4] = {0, 0, 0, 0};
     size_t got = 0;
     while (got < sizeof seed) {
-        ssize_t n = getrandom((char *)seed + got, sizeof seed - got, 0);
+        /* Never block (early boot): ids need to be unique, not secret. */
+        ssize_t n = getrandom((char *)seed + got, sizeof seed - got,
+                              GRND_NONBLOCK);
         if (n > 0)
             got += (size_t)n;
         else if (n < 0 && errno != EINTR)
             break;
     }
     if (got < sizeof seed) {
-        /* No getrandom (old kernel, seccomp): mix what differs per thread
-         * and per moment. Ids need to be unique, not secret. */
+        /* No getrandom (old kernel, seccomp, entropy not ready yet): mix
+         * what differs per thread and per moment. */
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         uint64_t x = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;

@@ -438,13 +438,14 @@ static void test_cancel_storm(void **state)
     for (int i = 0; i < N; i++) {
         rec_init(&r[i], n);
         assert_int_equal(ctx_notify_watch(n, &r[i].w, ctxs[i], on_done), 0);
-        ctx_release(ctxs[i]);
         if (i % 100 == 0)
             ctx_notify_dispatch(n);
     }
     assert_true(run_until(n, N, 30 * CTX_SECOND));
     for (int k = 0; k < T; k++)
         tu_join_within(th[k], 10 * CTX_SECOND);
+    for (int i = 0; i < N; i++)
+        ctx_release(ctxs[i]); /* the cancelling threads used them until now */
     assert_int_equal(ctx_notify_dispatch(n), 0);
     for (int i = 0; i < N; i++) {
         assert_int_equal(r[i].runs, 1);

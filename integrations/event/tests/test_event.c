@@ -80,6 +80,7 @@ static void *cancel_main(void *arg)
     struct canceller *k = arg;
     assert_true(tu_event_wait(&k->go, 30 * CTX_SECOND));
     ctx_cancel(k->ctx);
+    ctx_release(k->ctx); /* its own reference: see start_canceller */
     return NULL;
 }
 
@@ -93,7 +94,7 @@ static void on_go(evutil_socket_t fd, short what, void *arg)
 /* The canceller starts once the base is running. */
 static void start_canceller(struct canceller *k, ctx_t *ctx)
 {
-    k->ctx = ctx;
+    k->ctx = ctx_retain(ctx); /* a thread uses only contexts it holds */
     tu_event_init(&k->go);
     k->t = tu_spawn(cancel_main, k);
     struct timeval zero = {0, 0};

@@ -94,12 +94,13 @@ static void *cancel_main(void *arg)
     struct canceller *k = arg;
     assert_true(tu_event_wait(&k->go, 30 * CTX_SECOND));
     ctx_cancel(k->ctx);
+    ctx_release(k->ctx); /* its own reference: see start_canceller */
     return NULL;
 }
 
 static void start_canceller(struct canceller *k, ctx_t *ctx)
 {
-    k->ctx = ctx;
+    k->ctx = ctx_retain(ctx); /* a thread uses only contexts it holds */
     tu_event_init(&k->go);
     k->t = tu_spawn(cancel_main, k);
 }

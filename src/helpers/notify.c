@@ -68,9 +68,11 @@ static void push(ctx_notify_t *n, ctx_notify_watch_t *w)
         ctx__fd_signal(n->wfd);
 }
 
-/* The after-func: runs in the cancelling thread or the timer thread. The
- * watch stays valid until it returns (the loop stops the registration, which
- * waits for it, before it lets go of the watch). */
+/* The after-func: runs in the cancelling thread or the timer thread. Once
+ * pushed, the watch may be delivered (and freed by its callback) at once:
+ * after the push only the notifier is touched, and the notifier outlives
+ * this call because dispatch and unwatch end the registration (waiting for
+ * this function to return) before the notifier can be freed. */
 static void on_done(void *arg)
 {
     ctx_notify_watch_t *w = arg;
@@ -261,16 +263,20 @@ CTX_API size_t ctx_notify_dispatch(ctx_notify_t *n)
         ready_unlink(n, w);
         ctx_t *c = w->ctx_;
         ctx_notify_cb cb = w->cb_;
-        if (w->reg_ != NULL) {
-            /* Keep the context for the callback, then end the registration
-             * (it waits if on_done is still returning in its thread). */
-            ctx_retain(c);
-            (void)ctx_after_stop(w->reg_);
-        }
+        ctx_after_t *reg = w->reg_;
         n->active--;
         clear(w); /* inactive before the callback: it may free or reuse w */
+        /* The registration (or, done at watch, our own reference) keeps c
+         * alive through the callback. on_done touches only the notifier
+         * after its push, so the callback need not wait for it to return;
+         * ending the registration afterwards does (rarely: it is a few
+         * instructions from its end), so that once dispatch returns no
+         * other thread uses the notifier for a delivered watch. */
         cb(w, c);
-        ctx_release(c);
+        if (reg != NULL)
+            (void)ctx_after_stop(reg);
+        else
+            ctx_release(c);
         ran++;
     }
     return ran;

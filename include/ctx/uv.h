@@ -78,8 +78,10 @@ struct ctx_uv {
 /* Initializes h on loop: makes a notifier (one fd) and starts polling it,
  * unreferenced until something is watched. Returns 0, UV_EINVAL (NULL
  * argument), UV_ENOMEM, UV_EMFILE or UV_ENFILE, or the error of
- * uv_poll_init()/uv_poll_start(); on error nothing is left open and h
- * needs no close. */
+ * uv_poll_init()/uv_poll_start(); on error h needs no close. (Should
+ * uv_poll_start() itself fail, which libuv does not do for a valid fd, the
+ * poll handle is already closing through the loop: keep h valid until the
+ * loop has run once.) */
 CTX_API int ctx_uv_init(uv_loop_t *loop, ctx_uv_t *h);
 
 /* Watches ctx: cb(w, ctx) runs on the loop thread once ctx is done (on the

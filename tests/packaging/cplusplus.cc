@@ -4,6 +4,7 @@
 #include <ctx/group.h>
 #include <ctx/io.h>
 #include <ctx/propagate.h>
+#include <ctx/notify.h>
 #include <ctx/sigctx.h>
 
 #include <cstdio>
@@ -23,6 +24,13 @@ int main()
         ok = ok && ctx_err(d) == CTX_CANCELED;
     }
     ok = ok && ctx_sleep(v, CTX_MILLISECOND) == CTX_CANCELED;
+    {
+        ctx_notify_t *n = ctx_notify_new();
+        ctx_notify_watch_t w = CTX_NOTIFY_WATCH_INIT;
+        ok = ok && n != nullptr &&
+             ctx_notify_watch(n, &w, v, [](ctx_notify_watch_t *, ctx_t *) {}) == 0 &&
+             ctx_notify_dispatch(n) == 1 && ctx_notify_free(n) == 0;
+    }
     std::printf("C++: %s\n", ok ? "ok" : "FAILED");
     ctx_release(v);
     ctx_release(c);

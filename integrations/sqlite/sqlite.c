@@ -72,6 +72,8 @@ struct ctx_sqlite_binding {
     bool has_app;
     unsigned prog_every; /* call the app's progress handler every n checks */
     unsigned prog_count;
+    ctx_time_t deadline;  /* ctx's deadline, or CTX_TIME_MAX */
+    ctx_time_t earliest;  /* the earliest deadline on the stack */
     ctx_time_t busy_start;
 };
 typedef struct ctx_sqlite_binding binding_t;
@@ -173,10 +175,27 @@ static void on_done(void *arg)
     sqlite3_interrupt(b->db);
 }
 
+/* The deadline has passed by our clock but the timer thread has not marked
+ * the context done yet: on a busy machine it waits for a CPU, which this
+ * thread, computing, holds. Sleep until it has (a few us when a CPU is
+ * free): that hands it the CPU, and ctx_err() is set when we return. */
+static bool deadline_passed(binding_t *b)
+{
+    if (b->earliest == CTX_TIME_MAX)
+        return false;
+    ctx_time_t now = ctx_now();
+    if (now < b->earliest)
+        return false;
+    for (binding_t *o = b; o != NULL; o = o->prev)
+        if (o->deadline <= now)
+            (void)ctx_wait_until(o->ctx, o->deadline + 100 * CTX_MILLISECOND);
+    return stack_done(b);
+}
+
 static int progress_cb(void *arg)
 {
     binding_t *b = arg;
-    if (stack_done(b))
+    if (stack_done(b) || deadline_passed(b))
         return 1;
     if (b->prog_every != 0 && ++b->prog_count >= b->prog_every) {
         b->prog_count = 0;
@@ -302,6 +321,11 @@ static int begin(binding_t *b, ctx_t *ctx, sqlite3 *db, bool need_busy)
     if (b->after == NULL)
         return errno == ENOMEM ? SQLITE_NOMEM : SQLITE_INTERRUPT;
     push(b);
+    if (!ctx_deadline(ctx, &b->deadline))
+        b->deadline = CTX_TIME_MAX;
+    b->earliest = b->deadline;
+    if (b->prev != NULL && b->prev->earliest < b->earliest)
+        b->earliest = b->prev->earliest;
     if (need_busy) {
         if (b->prev != NULL && b->prev->busy_hooked) {
             b->timeout_ms = b->prev->timeout_ms;

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Keeps docs/reference/ honest:
-#  1. every exported symbol (exports.txt), and the macro and constants pages,
-#     has docs/reference/<name>.md with the eight section headings in order;
+#  1. every exported symbol (exports.txt, and each integration's functions
+#     from its header), and the macro and constants pages, has docs/reference/<name>.md with the eight section headings in order;
 #  2. every declaration in a page's SYNOPSIS appears verbatim (whitespace
 #     aside) in the public headers, and every relative .md link resolves;
 #  3. every ```c block under "## EXAMPLE" that defines main() is compiled
@@ -33,6 +33,13 @@ cat "$inc/ctx.h" "$inc"/ctx/*.h |
 
 # ---- 1. pages and headings --------------------------------------------------
 pages=0
+# The integrations' functions (each libctx-NAME exports what its header
+# declares with CTX_API), whether or not this build made them.
+for d in "$here"/../../integrations/*/; do
+  h=$inc/ctx/$(basename "$d").h
+  [ -f "$h" ] || continue
+  extra="$extra $(sed -n 's/^CTX_API[^(]*[ *]\(ctx_[a-z0-9_]*\)(.*/\1/p' "$h" | tr '\n' ' ')"
+done
 for sym in $(cat "$exports") $extra; do
   page=$ref/$sym.md
   if [ ! -f "$page" ]; then
@@ -83,9 +90,30 @@ for page in "$ref"/*.md; do
   for src in "$tmp/$name".*.c; do
     [ -f "$src" ] || continue
     obj=${src%.c}
+    # An example that includes an integration's header (<ctx/NAME.h> with
+    # integrations/NAME/) links that integration's static library and its
+    # dependency; skipped when the integration was not built.
+    ilibs= icflags= missing=
+    for h in $(sed -n 's|^#include <ctx/\([a-z0-9_]*\)\.h>.*|\1|p' "$src"); do
+      [ -d "$here/../../integrations/$h" ] || continue
+      ia=$(dirname "$lib")/integrations/$h/libctx-$h.a
+      pc=$(dirname "$lib")/libctx-$h.pc
+      if [ ! -f "$ia" ] || [ ! -f "$pc" ]; then
+        missing=$h
+        continue
+      fi
+      deps=$(sed -n 's/^Requires: *//p' "$pc" | sed 's/\blibctx\b//')
+      ilibs="$ilibs $ia $(pkg-config --libs $deps)"
+      icflags="$icflags $(pkg-config --cflags $deps)"
+    done
+    if [ -n "$missing" ]; then
+      skipped=$((skipped + 1))
+      continue
+    fi
     if grep -q 'int main' "$src"; then
-      if ! "$cc" -DCTX_STATIC -I"$inc" -Wall -Werror -o "$obj" "$src" "$lib" \
-           -pthread > "$obj.log" 2>&1; then
+      # shellcheck disable=SC2086
+      if ! "$cc" -DCTX_STATIC -I"$inc" $icflags -Wall -Werror -o "$obj" "$src" $ilibs \
+           "$lib" -pthread > "$obj.log" 2>&1; then
         err "$name: example $(basename "$src") does not build:"
         cat "$obj.log"
         continue
@@ -99,7 +127,8 @@ for page in "$ref"/*.md; do
       fi
       built=$((built + 1))
     elif grep -q '^#include' "$src"; then
-      if ! "$cc" -DCTX_STATIC -I"$inc" -Wall -Werror -c -o "$obj.o" "$src" \
+      # shellcheck disable=SC2086
+      if ! "$cc" -DCTX_STATIC -I"$inc" $icflags -Wall -Werror -c -o "$obj.o" "$src" \
            > "$obj.log" 2>&1; then
         err "$name: fragment $(basename "$src") does not compile:"
         cat "$obj.log"

@@ -133,15 +133,18 @@ static void push(binding_t *b)
     pthread_mutex_unlock(&bk->mu);
 }
 
-/* Unlinks b (normally the innermost binding of its connection). */
-static void pop(binding_t *b)
+/* Unlinks b (normally the innermost binding of its connection); returns
+ * whether it was the innermost, whose hooks are on the connection. */
+static bool pop(binding_t *b)
 {
+    bool top = false;
     struct bucket *bk = bucket_of(b->db);
     pthread_mutex_lock(&bk->mu);
     binding_t **pp = &bk->tops;
     while (*pp != NULL && (*pp)->db != b->db)
         pp = &(*pp)->next;
     if (*pp == b) {
+        top = true;
         if (b->prev != NULL) {
             b->prev->next = b->next;
             *pp = b->prev;
@@ -155,6 +158,20 @@ static void pop(binding_t *b)
             q = q->prev;
         if (q->prev == b)
             q->prev = b->prev;
+    }
+    pthread_mutex_unlock(&bk->mu);
+    return top;
+}
+
+/* A busy timeout set after ctx_sqlite_busy_handler() replaced the handler. */
+static void forget_busy_handler(sqlite3 *db)
+{
+    struct bucket *bk = bucket_of(db);
+    pthread_mutex_lock(&bk->mu);
+    struct app *a = find_app(bk, db);
+    if (a != NULL) {
+        a->busy_fn = NULL;
+        a->busy_arg = NULL;
     }
     pthread_mutex_unlock(&bk->mu);
 }
@@ -338,8 +355,10 @@ static int begin(binding_t *b, ctx_t *ctx, sqlite3 *db, bool need_busy)
             }
             /* A timeout set after ctx_sqlite_busy_handler() replaced that
              * handler in SQLite: the last one set wins, as in SQLite. */
-            if (b->timeout_ms > 0 && b->has_app)
+            if (b->timeout_ms > 0 && b->has_app && b->app.busy_fn != NULL) {
                 b->app.busy_fn = NULL;
+                forget_busy_handler(db);
+            }
         }
         sqlite3_busy_handler(db, busy_cb, b);
         b->busy_hooked = true;
@@ -354,8 +373,10 @@ static int begin(binding_t *b, ctx_t *ctx, sqlite3 *db, bool need_busy)
 static bool end(binding_t *b)
 {
     bool fired = !ctx_after_stop(b->after);
-    restore(b);
-    pop(b);
+    /* Unbound out of order, an inner binding's hooks stay on the
+     * connection; it restores b's predecessor's when it ends. */
+    if (pop(b))
+        restore(b);
     return fired || ctx_is_done(b->ctx);
 }
 

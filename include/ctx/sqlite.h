@@ -127,8 +127,9 @@ CTX_API int ctx_sqlite_progress_handler(sqlite3 *db, int n,
                                         int (*handler)(void *), void *arg);
 /* As sqlite3_busy_handler(db, handler, arg): while a ctx_sqlite_ call
  * waits for a lock, handler(arg, count) decides whether to keep waiting (the
- * busy timeout does not apply then, as in SQLite), and the wait still ends
- * when the context does. */
+ * busy timeout does not apply then, as in SQLite); once the context ends,
+ * the wait ends at the handler's next return, so keep its sleeps short. A
+ * busy timeout set afterwards replaces it, as in SQLite. */
 CTX_API int ctx_sqlite_busy_handler(sqlite3 *db, int (*handler)(void *, int),
                                     void *arg);
 

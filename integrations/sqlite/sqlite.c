@@ -399,9 +399,12 @@ int ctx_sqlite_step(ctx_t *ctx, sqlite3_stmt *stmt)
     sqlite3 *db = sqlite3_db_handle(stmt);
     sqlite3_mutex *mu = sqlite3_db_mutex(db);
     sqlite3_mutex_enter(mu);
-    /* A read-only statement already running holds its locks: it cannot
-     * wait for one, so the busy timeout need not be read (row loops). */
-    bool need_busy = !(sqlite3_stmt_busy(stmt) && sqlite3_stmt_readonly(stmt));
+    /* A read-only statement that has just returned a row holds its locks:
+     * it cannot wait for one, so the busy timeout need not be read (row
+     * loops). Not so after SQLITE_BUSY (no row: data count 0), where the
+     * retry of, say, a COMMIT waits for a lock again. */
+    bool need_busy = !(sqlite3_stmt_busy(stmt) && sqlite3_stmt_readonly(stmt) &&
+                       sqlite3_data_count(stmt) > 0);
     binding_t b;
     int rc = begin(&b, ctx, db, need_busy);
     if (rc == SQLITE_OK) {

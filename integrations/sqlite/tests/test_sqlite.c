@@ -717,6 +717,40 @@ static void test_busy_timeout_at_deadline(void **state)
     assert_int_equal(sqlite3_close(b), SQLITE_OK);
 }
 
+/* A COMMIT that got SQLITE_BUSY is retried (the documented pattern): the
+ * retry waits for the lock again, and that wait is bounded by the context. */
+static void test_commit_retry(void **state)
+{
+    (void)state;
+    sqlite3 *a = open_file(), *b = open_file();
+    exec_ok(a, "CREATE TABLE t(x); INSERT INTO t VALUES(0)");
+    exec_ok(a, "BEGIN; INSERT INTO t VALUES(1)");
+    /* b reads and keeps its read lock: a's COMMIT cannot get EXCLUSIVE. */
+    sqlite3_stmt *rd = prep(b, "SELECT x FROM t");
+    assert_int_equal(sqlite3_step(rd), SQLITE_ROW);
+    sqlite3_stmt *commit = prep(a, "COMMIT");
+    ctx_t *c = ctx_with_cancel(ctx_background());
+    assert_int_equal(ctx_sqlite_step(c, commit), SQLITE_BUSY); /* no busy timeout */
+    assert_int_equal(ctx_err(c), 0);
+    sqlite3_busy_timeout(a, 20000);
+    ctx_time_t t0 = ctx_now();
+    ctx_t *d = ctx_with_timeout(ctx_background(), 100 * MS);
+    assert_int_equal(ctx_sqlite_step(d, commit), SQLITE_INTERRUPT);
+    tu_assert_between(ctx_now() - t0, 100 * MS, 100 * MS + PROMPT);
+    assert_int_equal(ctx_err(d), CTX_DEADLINE_EXCEEDED);
+    assert_int_equal(busy_timeout_of(a), 20000);
+    /* b lets go; the retry commits. */
+    sqlite3_finalize(rd);
+    assert_int_equal(ctx_sqlite_step(c, commit), SQLITE_DONE);
+    sqlite3_finalize(commit);
+    assert_int_equal(count_rows(b), 2);
+    ctx_cancel(c);
+    ctx_release(c);
+    ctx_release(d);
+    assert_int_equal(sqlite3_close(a), SQLITE_OK);
+    assert_int_equal(sqlite3_close(b), SQLITE_OK);
+}
+
 /* ---- hooks --------------------------------------------------------------- */
 
 static atomic_int app_busy_calls;
@@ -971,6 +1005,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_lock_bound_scope, setup, teardown),
         cmocka_unit_test_setup_teardown(test_busy_timeout_applies, setup, teardown),
         cmocka_unit_test_setup_teardown(test_busy_timeout_at_deadline, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_commit_retry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hooks_restored, setup, teardown),
         cmocka_unit_test_setup_teardown(test_app_busy_handler, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bound_scope, setup, teardown),

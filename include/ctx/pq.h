@@ -64,11 +64,20 @@ extern "C" {
  * of ctx_pq_rollback(). */
 #define CTX_PQ_GRACE_MS 1000
 
+/* Sets the grace (see "Cancel on the server" above) for every connection
+ * of the process, in ns; 0 or less restores CTX_PQ_GRACE_MS, more than an
+ * hour is an hour. Returns the previous value. A longer grace keeps more
+ * connections usable when the server is slow to serve a burst of cancel
+ * requests (each costs the postmaster a fork); a shorter one bounds the
+ * return after an unanswered cancel more tightly. Thread-safe; calls already
+ * cleaning up keep the value they started with. */
+CTX_API ctx_duration_t ctx_pq_set_grace(ctx_duration_t grace);
+
 /* At most this many cancel requests (PQcancel() calls) block executor
  * threads at once, process-wide; others queue behind them. A postmaster
  * that stops answering can therefore hold at most this many of libctx's
  * shared executor threads, never all of them. */
-#define CTX_PQ_CANCEL_LANES 2
+#define CTX_PQ_CANCEL_LANES 3
 
 /* Go's sql.Open + db.PingContext: PQconnectdb() bounded by ctx.
  * Connects with PQconnectStart()/PQconnectPoll(), waiting on the socket

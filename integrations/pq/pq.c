@@ -11,14 +11,31 @@
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
+#include <netinet/in.h>
+#include <stddef.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
+#include <unistd.h>
 
-#define GRACE ((ctx_duration_t)CTX_PQ_GRACE_MS * CTX_MILLISECOND)
+#define GRACE_DEFAULT ((ctx_duration_t)CTX_PQ_GRACE_MS * CTX_MILLISECOND)
+static _Atomic ctx_duration_t grace_ns = GRACE_DEFAULT;
+#define GRACE atomic_load_explicit(&grace_ns, memory_order_relaxed)
+
+CTX_API ctx_duration_t ctx_pq_set_grace(ctx_duration_t grace)
+{
+    if (grace <= 0)
+        grace = GRACE_DEFAULT;
+    if (grace > CTX_HOUR)
+        grace = CTX_HOUR;
+    return atomic_exchange(&grace_ns, grace);
+}
 /* A cancel request that found the backend idle (the query bytes were still
  * in flight) is sent again after this long, until the grace ends. */
 #define RESEND (100 * CTX_MILLISECOND)
@@ -250,16 +267,205 @@ static void mark_broken(PGconn *conn, int was_nb)
         PQclear(r);
 }
 
+/* ---- the cancel request, sent without blocking -------------------------
+ *
+ * PQcancel() opens a connection to the postmaster, sends 16 bytes and then
+ * blocks until the postmaster's child that served the request exits, which
+ * on a busy machine takes 100 ms or more after the query has already been
+ * cancelled; and forever if the postmaster is stopped. When the connection's
+ * cancel key can be read (below), the calling thread sends the same 16-byte
+ * CancelRequest itself on a non-blocking socket, polled beside the query's
+ * socket: any number of queries can be cancelled at once, each bounded by
+ * the grace. Otherwise PQcancel() runs on an executor lane (above).
+ *
+ * libpq 15 and 16 have no accessor for the key: it is read from the
+ * PGcancel that PQgetCancel() returns, whose layout in those versions
+ * begins with the server address (sockaddr_storage, socklen_t), the backend
+ * pid and the key. It is used only when libpq at run time is older than 17
+ * and the copy checks out: the address equals the connection's peer and
+ * the pid equals PQbackendPID(). */
+/* CTX_PQ_FORCE_PQCANCEL=1 in the environment: always use PQcancel() on the
+ * executor (the path taken where the key cannot be read); for tests. */
+static bool force_pqcancel(void)
+{
+    static int v = -1; /* racy but idempotent */
+    if (v < 0) {
+        const char *e = getenv("CTX_PQ_FORCE_PQCANCEL");
+        v = e != NULL && e[0] == '1';
+    }
+    return v == 1;
+}
+
+struct pgcancel_head {
+    struct {
+        struct sockaddr_storage addr;
+        socklen_t salen;
+    } raddr; /* libpq's SockAddr, padded as a struct of its own */
+    int be_pid;
+    int be_key;
+};
+
+struct cancel {
+    bool direct;                  /* our own request is possible */
+    struct sockaddr_storage addr; /* the postmaster's */
+    socklen_t alen;
+    unsigned char pkt[16];
+    int fd;      /* request socket, -1 when none in flight */
+    size_t off;  /* bytes of pkt sent */
+    int sent;    /* requests sent */
+    struct cancel_job *job; /* executor fallback */
+};
+
+static void put32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+/* a (libpq's copy) names the same peer as p (getpeername's, plen bytes). */
+static bool same_addr(const struct sockaddr_storage *a,
+                      const struct sockaddr_storage *p, socklen_t plen)
+{
+    if (a->ss_family != p->ss_family)
+        return false;
+    switch (a->ss_family) {
+    case AF_UNIX: {
+        const struct sockaddr_un *ua = (const void *)a, *up = (const void *)p;
+        return plen > offsetof(struct sockaddr_un, sun_path) &&
+               strncmp(ua->sun_path, up->sun_path, sizeof ua->sun_path) == 0;
+    }
+    case AF_INET: {
+        const struct sockaddr_in *ia = (const void *)a, *ip = (const void *)p;
+        return ia->sin_port == ip->sin_port &&
+               ia->sin_addr.s_addr == ip->sin_addr.s_addr;
+    }
+    case AF_INET6: {
+        const struct sockaddr_in6 *ia = (const void *)a, *ip = (const void *)p;
+        return ia->sin6_port == ip->sin6_port &&
+               memcmp(&ia->sin6_addr, &ip->sin6_addr, sizeof ia->sin6_addr) == 0;
+    }
+    default:
+        return false;
+    }
+}
+
+static void cancel_init(struct cancel *cn, PGconn *conn)
+{
+    memset(cn, 0, sizeof *cn);
+    cn->fd = -1;
+    if (PQlibVersion() >= 170000 || force_pqcancel())
+        return;
+    PGcancel *pc = PQgetCancel(conn);
+    if (pc == NULL)
+        return;
+    struct pgcancel_head h;
+    memcpy(&h, pc, sizeof h);
+    PQfreeCancel(pc);
+    struct sockaddr_storage peer;
+    socklen_t plen = sizeof peer;
+    memset(&peer, 0, sizeof peer);
+    if (getpeername(PQsocket(conn), (struct sockaddr *)&peer, &plen) != 0)
+        return;
+    if (h.raddr.salen == 0 || h.raddr.salen > sizeof h.raddr.addr ||
+        !same_addr(&h.raddr.addr, &peer, plen) ||
+        h.be_pid != PQbackendPID(conn) || h.be_pid <= 0)
+        return;
+    cn->direct = true;
+    cn->addr = h.raddr.addr;
+    cn->alen = h.raddr.salen;
+    put32(cn->pkt, 16);
+    put32(cn->pkt + 4, 80877102); /* CANCEL_REQUEST_CODE */
+    put32(cn->pkt + 8, (uint32_t)h.be_pid);
+    put32(cn->pkt + 12, (uint32_t)h.be_key);
+}
+
+static void cancel_close_fd(struct cancel *cn)
+{
+    if (cn->fd >= 0)
+        close(cn->fd);
+    cn->fd = -1;
+}
+
+/* Starts one cancel request. */
+static void cancel_send(struct cancel *cn, PGconn *conn)
+{
+    cn->sent++;
+    if (!cn->direct) {
+        job_put(cn->job);
+        cn->job = cancel_start(conn);
+        return;
+    }
+    cancel_close_fd(cn);
+    cn->off = 0;
+    int fd = socket(cn->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return; /* out of fds: retried at the next resend */
+    if (connect(fd, (struct sockaddr *)&cn->addr, cn->alen) != 0 &&
+        errno != EINPROGRESS) {
+        close(fd); /* refused, or a Unix listener's backlog full: retried */
+        return;
+    }
+    cn->fd = fd;
+}
+
+/* The request's socket to poll, and for what. */
+static short cancel_events(const struct cancel *cn)
+{
+    if (cn->fd < 0)
+        return 0;
+    return cn->off < sizeof cn->pkt ? POLLOUT : POLLIN;
+}
+
+/* Moves the request on after poll said `revents`. */
+static void cancel_progress(struct cancel *cn, short revents)
+{
+    if (cn->fd < 0 || revents == 0)
+        return;
+    if (cn->off < sizeof cn->pkt) {
+        ssize_t n = send(cn->fd, cn->pkt + cn->off, sizeof cn->pkt - cn->off,
+                         MSG_NOSIGNAL);
+        if (n > 0)
+            cn->off += (size_t)n;
+        else if (n < 0 && errno != EAGAIN && errno != EINTR)
+            cancel_close_fd(cn); /* connect failed: retried at resend */
+        return;
+    }
+    /* The postmaster closes the connection once it has served it. */
+    char c;
+    ssize_t n = recv(cn->fd, &c, 1, 0);
+    if (n >= 0 || (errno != EAGAIN && errno != EINTR))
+        cancel_close_fd(cn);
+}
+
+/* No request of ours is queued or in flight. */
+static bool cancel_idle(struct cancel *cn)
+{
+    if (!cn->direct)
+        return cn->job == NULL || job_done(cn->job);
+    return cn->fd < 0;
+}
+
+static void cancel_end(struct cancel *cn)
+{
+    cancel_close_fd(cn);
+    job_put(cn->job);
+    cn->job = NULL;
+}
+
 /* The context ended (err) while a query was in progress: finish sending it,
  * cancel it on the server, read and discard the rest of its results, and
- * make sure no cancel request of ours is still on its way, all within
+ * make sure no cancel request of ours can reach a later query, all within
  * GRACE; else mark the connection broken. Returns err. */
 static int abandon(PGconn *conn, int was_nb, int err, bool send_cancel)
 {
     ctx_time_t end = ctx_now() + GRACE;
-    struct cancel_job *job = NULL;
     ctx_time_t resend = 0;
+    bool cancelled = false; /* the server said 57014 query_canceled */
+    struct cancel cn;
     int f;
+    cancel_init(&cn, conn);
     /* A cancel request that arrives before the query does is ignored by
      * the server: the query goes out in full first. */
     while ((f = PQflush(conn)) == 1) {
@@ -277,6 +483,9 @@ static int abandon(PGconn *conn, int was_nb, int err, bool send_cancel)
             if (r == NULL)
                 goto drained;
             ExecStatusType st = PQresultStatus(r);
+            const char *code = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+            if (code != NULL && strcmp(code, "57014") == 0)
+                cancelled = true;
             PQclear(r);
             if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT ||
                 st == PGRES_COPY_BOTH)
@@ -287,30 +496,51 @@ static int abandon(PGconn *conn, int was_nb, int err, bool send_cancel)
         ctx_time_t now = ctx_now();
         if (now >= end)
             goto broken;
-        if (send_cancel && (job == NULL || (now >= resend && job_done(job)))) {
-            job_put(job);
-            job = cancel_start(conn);
+        if (send_cancel && (cn.sent == 0 || (now >= resend && cancel_idle(&cn)))) {
+            cancel_send(&cn, conn);
             resend = now + RESEND;
         }
         ctx_time_t until = end;
-        if (job != NULL && resend < until)
+        if (send_cancel && resend < until)
             until = resend;
-        int ev = wait_sock(NULL, PQsocket(conn), POLLIN, until);
-        if (ev < 0)
+        struct pollfd p[2] = {{.fd = PQsocket(conn), .events = POLLIN},
+                              {.fd = cn.fd, .events = cancel_events(&cn)}};
+        int ms = (int)((until - now + CTX_MILLISECOND - 1) / CTX_MILLISECOND);
+        int n = poll(p, cn.fd >= 0 ? 2 : 1, ms < 1 ? 1 : ms);
+        if (n < 0 && errno != EINTR)
             goto broken;
-        if (ev > 0 && !PQconsumeInput(conn)) {
+        if (n <= 0)
+            continue;
+        if (cn.fd >= 0)
+            cancel_progress(&cn, p[1].revents);
+        if (p[0].revents != 0 && !PQconsumeInput(conn)) {
             clear_results(conn);
             goto broken;
         }
     }
 drained:
-    /* A request still queued or in flight would cancel the next query. */
-    if (job != NULL && !job_wait(job, end))
+    /* A request still queued or in flight would cancel the next query. One
+     * request whose cancel the server reported has done its work; a
+     * request not fully sent is dropped (the postmaster ignores a partial
+     * one). Otherwise wait for the postmaster to finish serving it. */
+    if (cn.direct) {
+        if (cn.fd >= 0 && cn.off < sizeof cn.pkt)
+            cancel_close_fd(&cn);
+        if (cn.fd >= 0 && cancelled && cn.sent == 1)
+            cancel_close_fd(&cn);
+        while (cn.fd >= 0) {
+            int ev = wait_sock(NULL, cn.fd, POLLIN, end);
+            if (ev <= 0)
+                goto broken;
+            cancel_progress(&cn, (short)ev);
+        }
+    } else if (cn.job != NULL && !job_wait(cn.job, end)) {
         goto broken;
-    job_put(job);
+    }
+    cancel_end(&cn);
     return err;
 broken:
-    job_put(job);
+    cancel_end(&cn);
     mark_broken(conn, was_nb);
     return err;
 }
@@ -560,13 +790,16 @@ static bool idle_ok(PGconn *conn)
     if (PQstatus(conn) != CONNECTION_OK ||
         PQtransactionStatus(conn) != PQTRANS_IDLE)
         return false;
+    /* A backend ended by the server sends an error, then end of file: read
+     * until nothing more is there (bounded: the data is already here). */
     struct pollfd p = {.fd = PQsocket(conn), .events = POLLIN};
-    if (poll(&p, 1, 0) > 0) {
-        if (!PQconsumeInput(conn))
+    for (int i = 0; i < 64 && poll(&p, 1, 0) > 0; i++) {
+        if (!PQconsumeInput(conn) || PQstatus(conn) != CONNECTION_OK)
             return false;
         PGresult *r;
         while (!PQisBusy(conn) && (r = PQgetResult(conn)) != NULL)
             PQclear(r);
+        p.fd = PQsocket(conn);
     }
     return PQstatus(conn) == CONNECTION_OK &&
            PQtransactionStatus(conn) == PQTRANS_IDLE;

@@ -19,8 +19,12 @@
 #define TP_FAR (10 * CTX_SECOND * TU_SLOW)
 /* A call that saw its context end returns within this (normal case). */
 #define TP_RETURN (500 * MS * TU_SLOW)
+/* The grace the tests run with (tp_load_conninfo sets it): the default,
+ * scaled under sanitizers; longer where PQcancel() on the executor is
+ * forced, whose requests are served one lane at a time. */
+static ctx_duration_t tp_grace;
 /* ... and within this when the server never acknowledges the cancel. */
-#define TP_GRACE_RETURN ((ctx_duration_t)CTX_PQ_GRACE_MS * MS + TP_RETURN)
+#define TP_GRACE_RETURN (tp_grace + TP_RETURN)
 
 static char tp_conninfo[1024];
 
@@ -44,6 +48,10 @@ static void tp_load_conninfo(void)
         fail_msg("CTX_PQ_CONNINFO_FILE is not set: run through ctest, whose "
                  "pq_server fixture starts the server");
     tp_read_file(f, tp_conninfo, sizeof tp_conninfo);
+    tp_grace = (ctx_duration_t)CTX_PQ_GRACE_MS * MS * TU_SLOW;
+    if (getenv("CTX_PQ_FORCE_PQCANCEL") != NULL)
+        tp_grace *= 5;
+    ctx_pq_set_grace(tp_grace);
 }
 
 static PGconn *tp_plain(const char *conninfo)
@@ -164,6 +172,18 @@ static void tp_warm_up(void)
 static int tp_setup(void **state)
 {
     (void)state;
+    /* Executor workers of an earlier test may still be leaving: wait until
+     * the thread count holds still for longer than their idle time. */
+    ctx_time_t end = ctx_now() + 10 * CTX_SECOND, still = ctx_now();
+    int n = tu_threads();
+    while (ctx_now() < end && ctx_now() - still < 700 * MS) {
+        tu_sleep(10 * MS);
+        int m = tu_threads();
+        if (m != n) {
+            n = m;
+            still = ctx_now();
+        }
+    }
     tu_fds_before = tu_open_fds();
     tu_threads_before = tu_threads();
     return 0;

@@ -197,8 +197,8 @@ static void test_deadline_running(void **state)
     PGconn *c = connect_ok();
     int pid = PQbackendPID(c);
     const ctx_duration_t d = 300 * MS;
-    ctx_t *ctx = ctx_with_timeout(ctx_background(), d);
     ctx_time_t t0 = ctx_now();
+    ctx_t *ctx = ctx_with_timeout(ctx_background(), d);
     errno = 0;
     assert_null(ctx_pq_exec(ctx, c, "SELECT pg_sleep(30)"));
     assert_int_equal(errno, ETIMEDOUT);
@@ -208,9 +208,9 @@ static void test_deadline_running(void **state)
     ctx_release(ctx);
 
     /* With parameters. */
+    t0 = ctx_now();
     ctx = ctx_with_timeout(ctx_background(), d);
     const char *vals[1] = {"30"};
-    t0 = ctx_now();
     errno = 0;
     assert_null(ctx_pq_exec_params(ctx, c, "SELECT pg_sleep($1::float8)", 1,
                                    NULL, vals, NULL, NULL, 0));
@@ -232,9 +232,9 @@ static void test_deadline_streaming(void **state)
     const ctx_duration_t d = 400 * MS;
     const char *sql = "SELECT g, repeat('z', 2000), pg_sleep(0.0005) "
                       "FROM generate_series(1, 1000000) g";
+    ctx_time_t t0 = ctx_now();
     ctx_t *ctx = ctx_with_timeout(ctx_background(), d);
     struct tp_job j;
-    ctx_time_t t0 = ctx_now();
     tp_job_start(&j, ctx, c, sql);
     tp_assert_running(admin, pid);
     tu_join_within(j.t, TP_FAR);
@@ -311,8 +311,8 @@ static void test_connect_silent(void **state)
                  modes[m]);
         /* Deadline. */
         const ctx_duration_t d = 200 * MS;
-        ctx_t *ctx = ctx_with_timeout(ctx_background(), d);
         ctx_time_t t0 = ctx_now();
+        ctx_t *ctx = ctx_with_timeout(ctx_background(), d);
         errno = 0;
         assert_null(ctx_pq_connect(ctx, ci));
         assert_int_equal(errno, ETIMEDOUT);
@@ -371,8 +371,7 @@ static void test_stopped_backend(void **state)
     assert_int_equal(kill(pid, SIGCONT), 0);
     assert_null(j.res);
     assert_int_equal(j.err, ECANCELED);
-    tu_assert_between(took, (ctx_duration_t)CTX_PQ_GRACE_MS * MS - 5 * MS,
-                      TP_GRACE_RETURN);
+    tu_assert_between(took, tp_grace - 5 * MS, TP_GRACE_RETURN);
     /* Fails cleanly: CONNECTION_BAD, no socket, queries refused at once. */
     assert_int_equal(PQstatus(c), CONNECTION_BAD);
     assert_int_equal(PQsocket(c), -1);
@@ -429,6 +428,11 @@ static void test_fifty(void **state)
     PGconn *c[N50];
     ctx_t *kid[N50];
     struct tp_job j[N50];
+    /* 50 cancel requests cost the postmaster 50 forks: on a loaded machine
+     * that takes longer than the default grace. */
+    const ctx_duration_t grace = 20 * CTX_SECOND * TU_SLOW;
+    ctx_duration_t old = ctx_pq_set_grace(grace);
+    assert_int_equal(old, tp_grace);
     ctx_t *parent = ctx_with_cancel(ctx_background());
     char sql[128];
     snprintf(sql, sizeof sql, "SELECT pg_sleep(30) /* fifty %d */", getpid());
@@ -455,9 +459,14 @@ static void test_fifty(void **state)
         if (j[i].returned > last)
             last = j[i].returned;
     }
-    print_message("50 cancelled: last returned after %.1f ms\n",
-                  (double)(last - t0) / MS);
-    tu_assert_between(last - t0, 0, TP_GRACE_RETURN);
+    int bad = 0;
+    for (int i = 0; i < N50; i++)
+        bad += PQstatus(c[i]) != CONNECTION_OK;
+    print_message("50 cancelled: last returned after %.1f ms, %d broken\n",
+                  (double)(last - t0) / MS, bad);
+    assert_int_equal(ctx_pq_set_grace(old), grace);
+    assert_int_equal(bad, 0);
+    tu_assert_between(last - t0, 0, grace);
     if (!tp_wait_value(admin, count, 0, TP_FAR))
         fail_msg("cancelled queries still active on the server");
     for (int i = 0; i < N50; i++) {
@@ -539,6 +548,17 @@ static void test_memory(void **state)
 
 int main(void)
 {
+    /* The PQcancel()-on-the-executor path (libpq 17+ at run time without the
+     * key, or forced): the same checks for one query at a time. */
+    const struct CMUnitTest executor_tests[] = {
+        cmocka_unit_test_setup_teardown(test_cancel_running, tp_setup, tp_teardown),
+        cmocka_unit_test_setup_teardown(test_deadline_running, tp_setup, tp_teardown),
+        cmocka_unit_test_setup_teardown(test_deadline_streaming, tp_setup, tp_teardown),
+        cmocka_unit_test_setup_teardown(test_stopped_backend, tp_setup, tp_teardown),
+        cmocka_unit_test_setup_teardown(test_memory, tp_setup, tp_teardown),
+    };
+    if (getenv("CTX_PQ_FORCE_PQCANCEL") != NULL)
+        return cmocka_run_group_tests(executor_tests, group_setup, group_teardown);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_bad_args, tp_setup, tp_teardown),
         cmocka_unit_test_setup_teardown(test_exec, tp_setup, tp_teardown),

@@ -41,6 +41,8 @@ static int group_setup(void **state)
     postmaster = (pid_t)strtol(buf, NULL, 10);
     assert_true(postmaster > 1);
     tp_warm_up();
+    tp_grace = (ctx_duration_t)CTX_PQ_GRACE_MS * MS * TU_SLOW;
+    ctx_pq_set_grace(tp_grace);
     admin = tp_plain(ci);
     return 0;
 }
@@ -80,8 +82,8 @@ static void test_stopped_postmaster(void **state)
 
     /* Connecting: bounded by the deadline. */
     const ctx_duration_t d = 300 * MS;
-    ctx_t *cc = ctx_with_timeout(ctx_background(), d);
     ctx_time_t t0 = ctx_now();
+    ctx_t *cc = ctx_with_timeout(ctx_background(), d);
     errno = 0;
     assert_null(ctx_pq_connect(cc, ci));
     assert_int_equal(errno, ETIMEDOUT);

@@ -110,8 +110,8 @@ static void test_pool_wait(void **state)
 
     /* Full: the wait ends with the deadline. */
     const ctx_duration_t d = 200 * MS;
-    ctx_t *ctx = ctx_with_timeout(ctx_background(), d);
     ctx_time_t t0 = ctx_now();
+    ctx_t *ctx = ctx_with_timeout(ctx_background(), d);
     errno = 0;
     assert_null(ctx_pq_pool_acquire(p, ctx));
     assert_int_equal(errno, ETIMEDOUT);

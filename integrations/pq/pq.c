@@ -782,26 +782,28 @@ static void close_conn(PGconn *conn)
     PQfinish(conn);
 }
 
-/* An idle connection is still good if its socket has nothing to say: data
- * or end of file on an idle connection means the server ended it (or sent
- * a notice, which libpq then processes). */
-static bool idle_ok(PGconn *conn)
+/* An idle connection is still good if its socket has nothing to say. Data
+ * on an idle connection is a notification, a parameter change, or the
+ * server ending the connection (a FATAL message, which libpq reports as a
+ * notice, then end of file, maybe not yet): after reading it, one empty
+ * query (a round trip, bounded by ctx) tells which. */
+static bool idle_ok(PGconn *conn, ctx_t *ctx)
 {
     if (PQstatus(conn) != CONNECTION_OK ||
         PQtransactionStatus(conn) != PQTRANS_IDLE)
         return false;
-    /* A backend ended by the server sends an error, then end of file: read
-     * until nothing more is there (bounded: the data is already here). */
     struct pollfd p = {.fd = PQsocket(conn), .events = POLLIN};
-    for (int i = 0; i < 64 && poll(&p, 1, 0) > 0; i++) {
-        if (!PQconsumeInput(conn) || PQstatus(conn) != CONNECTION_OK)
-            return false;
-        PGresult *r;
-        while (!PQisBusy(conn) && (r = PQgetResult(conn)) != NULL)
-            PQclear(r);
-        p.fd = PQsocket(conn);
-    }
-    return PQstatus(conn) == CONNECTION_OK &&
+    if (poll(&p, 1, 0) <= 0)
+        return true;
+    if (!PQconsumeInput(conn) || PQstatus(conn) != CONNECTION_OK)
+        return false;
+    PGresult *r;
+    while (!PQisBusy(conn) && (r = PQgetResult(conn)) != NULL)
+        PQclear(r);
+    r = ctx_pq_exec(ctx, conn, "");
+    bool ok = r != NULL && PQresultStatus(r) == PGRES_EMPTY_QUERY;
+    PQclear(r);
+    return ok && PQstatus(conn) == CONNECTION_OK &&
            PQtransactionStatus(conn) == PQTRANS_IDLE;
 }
 
@@ -848,14 +850,22 @@ CTX_API PGconn *ctx_pq_pool_acquire(ctx_pq_pool_t *pool, ctx_t *ctx)
             err = EINVAL;
             break;
         }
+        err = ctx_err(ctx);
+        if (err != 0)
+            break;
         if (pool->nidle > 0) {
+            /* Checked outside the lock: the check may take a round trip. */
             PGconn *c = pool->idle[--pool->nidle];
-            if (idle_ok(c)) {
+            pthread_mutex_unlock(&pool->mu);
+            bool ok = idle_ok(c, ctx);
+            pthread_mutex_lock(&pool->mu);
+            if (ok) {
                 pool->out[pool->nout++] = c;
                 pthread_mutex_unlock(&pool->mu);
                 return c;
             }
             pool->total--;
+            pthread_cond_signal(&pool->cv);
             pthread_mutex_unlock(&pool->mu);
             close_conn(c);
             pthread_mutex_lock(&pool->mu);

@@ -86,7 +86,7 @@ static void test_pool_args(void **state)
     assert_null(ctx_pq_pool_acquire(p, ctx_background()));
     assert_int_equal(errno, ECONNREFUSED);
     assert_true(ctx_pq_pool_last_error(p, buf, sizeof buf) > 0);
-    print_message("last error: %s", buf);
+    print_message("last error: %s\n", buf);
     /* ... the slot was given back: the next try fails the same way. */
     errno = 0;
     assert_null(ctx_pq_pool_acquire(p, ctx_background()));

@@ -23,6 +23,7 @@ read -r _ raw ctx < <("$bin" get "$rounds" "$n" | grep '^get ')
 lat=$("$bin" cancel "$cancels")
 read -r _ c50 c99 <<< "$(grep '^cancel ' <<< "$lat")"
 read -r _ d50 d99 <<< "$(grep '^deadline ' <<< "$lat")"
+read -r _ k50 k99 <<< "$(grep '^core ' <<< "$lat")"
 read -r _ dctx dcurl < <("$bin" dns | grep '^dns ')
 # glibc's real resolver against a name server that never answers: only where
 # a private user, mount and network namespace can be made.
@@ -47,6 +48,7 @@ echo "|---|---|---|---|---|---|"
 echo "| keep-alive GET, a ctx_with_timeout per request (median request) | $(us "$raw") | $(us "$ctx") | $ratio | <= 1.10 | $get_ok |"
 echo "| cancel to return, waiting for the first byte (p50 / p99 of $cancels) | progress callback: up to 1 s | $(ms "$c50") / $(ms "$c99") | - | p99 <= 5 ms | $cancel_ok |"
 echo "| deadline to return, 5 ms deadline (p50 / p99) | - | $(ms "$d50") / $(ms "$d99") | - | - | info |"
+echo "| reference: the core's ctx_wait woken by a cancel, same load (p50 / p99) | - | $(ms "$k50") / $(ms "$k99") | - | - | info |"
 echo "| DNS hang (resolver released at 500 ms): curl TIMEOUT_MS 50 vs 50 ms deadline | ${dcurl} ms | ${dctx} ms | - | - | info |"
 if [ -n "$real" ]; then
   read -r _ rctx rcurl <<< "$real"

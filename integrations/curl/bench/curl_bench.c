@@ -9,8 +9,11 @@
  *                              of each round's median request time)
  *   curl_bench cancel N        cancel-to-return latency while waiting for the
  *                              first byte, and deadline-to-return latency;
- *                              prints "cancel P50_US P99_US" and
- *                              "deadline P50_US P99_US"
+ *                              prints "cancel P50_US P99_US",
+ *                              "deadline P50_US P99_US" and, for reference,
+ *                              "core P50_US P99_US" (a thread in ctx_wait
+ *                              woken by a cancel: the machine's own wake-up
+ *                              latency under its current load)
  *   curl_bench dns             a resolver that never answers (the hook below):
  *                              prints "dns CTX_MS CURL_MS", the time to return
  *                              of ctx_curl_perform with a 50 ms deadline and of
@@ -173,6 +176,16 @@ static void *cancel_main(void *arg)
     return NULL;
 }
 
+static void *cancel_after_1ms(void *arg)
+{
+    struct canceller *c = arg;
+    struct timespec ts = {0, 1000 * 1000};
+    nanosleep(&ts, NULL);
+    c->at = ctx_now();
+    ctx_cancel(c->ctx);
+    return NULL;
+}
+
 static int bench_cancel(int n)
 {
     int64_t *lat = calloc((size_t)n, sizeof *lat);
@@ -202,6 +215,17 @@ static int bench_cancel(int n)
     }
     printf("deadline %.0f %.0f\n", pct(lat, n, 50) / 1e3,
            pct(lat, n, 99) / 1e3);
+    /* Reference: the core's own wake (ctx_wait) under the same load. */
+    for (int i = 0; i < n; i++) {
+        struct canceller c = {.ctx = ctx_with_cancel(ctx_background())};
+        pthread_t t;
+        pthread_create(&t, NULL, cancel_after_1ms, &c);
+        ctx_wait(c.ctx);
+        lat[i] = ctx_now() - c.at;
+        pthread_join(t, NULL);
+        ctx_release(c.ctx);
+    }
+    printf("core %.0f %.0f\n", pct(lat, n, 50) / 1e3, pct(lat, n, 99) / 1e3);
     curl_easy_cleanup(e);
     free(lat);
     return 0;

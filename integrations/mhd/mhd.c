@@ -1,24 +1,6 @@
 /* libctx-mhd: request contexts for GNU libmicrohttpd (see <ctx/mhd.h>). */
 #include <ctx/mhd.h>
-#if __has_include(<ctx/propagate.h>)
 #include <ctx/propagate.h>
-#else /* TEMP until the propagate branch is merged */
-typedef struct ctx_carrier {
-    void *self;
-    int (*set)(void *self, const char *key, const char *value);
-    const char *(*get)(void *self, const char *key);
-    size_t (*get_all)(void *self, const char *key, const char **values,
-                      size_t max);
-} ctx_carrier_t;
-#define CTX_PROPAGATE_ALL 7u
-static ctx_t *ctx_propagate_extract(ctx_t *parent, const ctx_carrier_t *c,
-                                    ctx_duration_t limit, unsigned what)
-{
-    (void)c;
-    (void)what;
-    return limit > 0 ? ctx_with_timeout(parent, limit) : ctx_with_cancel(parent);
-}
-#endif
 
 #include <arpa/inet.h>
 #include <errno.h>

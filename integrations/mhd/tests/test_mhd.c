@@ -6,10 +6,7 @@
 #include "testutil.h"
 
 #include <ctx/mhd.h>
-#if __has_include(<ctx/propagate.h>)
 #include <ctx/propagate.h>
-#define HAVE_PROPAGATE 1
-#endif
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -163,13 +160,11 @@ static void probe_handler(ctx_t *ctx, const ctx_mhd_request_t *req,
     ctx_time_t dl;
     if (ctx_deadline(ctx, &dl))
         atomic_store(&p->deadline_left, dl - ctx_now());
-#ifdef HAVE_PROPAGATE
     ctx_trace_format(ctx, p->trace, sizeof p->trace);
     uint8_t pid[8];
     p->have_parent = ctx_trace_parent_id(ctx, pid);
     const char *ts = ctx_trace_state(ctx);
     snprintf(p->state, sizeof p->state, "%s", ts ? ts : "");
-#endif
     tu_event_set(&p->started);
     if (!p->async) {
         work(p, ctx, reply);
@@ -389,7 +384,6 @@ static void test_deadline_expired_done_at_birth(void **state)
 
 /* ---- trace context ------------------------------------------------------ */
 
-#ifdef HAVE_PROPAGATE
 static void trace_case(const char *headers, bool want_same_trace,
                        const char *want_state)
 {
@@ -441,7 +435,6 @@ static void test_trace_values(void **state)
     /* none: a new trace */
     trace_case("", false, "");
 }
-#endif
 
 /* ---- shutdown ------------------------------------------------------------ */
 
@@ -749,9 +742,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_deadline_clamped, tu_count_setup, tu_count_teardown),
         cmocka_unit_test_setup_teardown(test_deadline_malformed_ignored, tu_count_setup, tu_count_teardown),
         cmocka_unit_test_setup_teardown(test_deadline_expired_done_at_birth, tu_count_setup, tu_count_teardown),
-#ifdef HAVE_PROPAGATE
         cmocka_unit_test_setup_teardown(test_trace_values, tu_count_setup, tu_count_teardown),
-#endif
         cmocka_unit_test_setup_teardown(test_shutdown_within_grace, tu_count_setup, tu_count_teardown),
         cmocka_unit_test_setup_teardown(test_shutdown_cancels_slow_poll, tu_count_setup, tu_count_teardown),
         cmocka_unit_test_setup_teardown(test_shutdown_cancels_slow_tpc, tu_count_setup, tu_count_teardown),

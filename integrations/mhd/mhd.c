@@ -602,11 +602,13 @@ int ctx_mhd_reply(ctx_mhd_reply_t *r, unsigned status,
     if (r->hung)
         e = ECONNRESET;
     pthread_mutex_unlock(&srv->mu);
+    /* The watch goes before libmicrohttpd may close the socket: before the
+     * connection thread wakes (thread per connection) or the resume. */
+    if (fin)
+        finish(srv, r);
     if (wake)
         pthread_cond_signal(&r->cv);
     pthread_mutex_unlock(&r->mu);
-    if (fin)
-        finish(srv, r);
     if (need_resume)
         resume(srv, r);
     req_unref(r);
@@ -663,10 +665,10 @@ static void force_reply(ctx_mhd_server_t *srv, req_t *r)
         r->finished = true;
     bool need_resume = r->suspended;
     r->suspended = false;
+    if (fin)
+        finish(srv, r); /* before the socket may be closed, as in reply */
     pthread_cond_signal(&r->cv);
     pthread_mutex_unlock(&r->mu);
-    if (fin)
-        finish(srv, r);
     if (need_resume)
         resume(srv, r);
 }

@@ -143,9 +143,15 @@ static void work(struct probe *p, ctx_t *ctx, ctx_mhd_reply_t *reply)
     tu_event_set(&p->done);
 }
 
+/* Held while a handler spawns its worker and records it, so that the
+ * worker's "done" comes after the record (the test joins what it records). */
+static pthread_mutex_t spawn_mu = PTHREAD_MUTEX_INITIALIZER;
+
 static void *worker_main(void *arg)
 {
     struct job *j = arg;
+    pthread_mutex_lock(&spawn_mu);
+    pthread_mutex_unlock(&spawn_mu);
     work(j->p, j->ctx, j->reply);
     ctx_release(j->ctx);
     free(j);
@@ -160,11 +166,14 @@ static void probe_handler(ctx_t *ctx, const ctx_mhd_request_t *req,
     ctx_time_t dl;
     if (ctx_deadline(ctx, &dl))
         atomic_store(&p->deadline_left, dl - ctx_now());
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER; /* many at once */
+    pthread_mutex_lock(&mu);
     ctx_trace_format(ctx, p->trace, sizeof p->trace);
     uint8_t pid[8];
     p->have_parent = ctx_trace_parent_id(ctx, pid);
     const char *ts = ctx_trace_state(ctx);
     snprintf(p->state, sizeof p->state, "%s", ts ? ts : "");
+    pthread_mutex_unlock(&mu);
     tu_event_set(&p->started);
     if (!p->async) {
         work(p, ctx, reply);
@@ -175,8 +184,10 @@ static void probe_handler(ctx_t *ctx, const ctx_mhd_request_t *req,
     j->p = p;
     j->ctx = ctx_retain(ctx);
     j->reply = reply;
+    pthread_mutex_lock(&spawn_mu);
     p->worker = tu_spawn(worker_main, j);
     atomic_store(&p->have_worker, true);
+    pthread_mutex_unlock(&spawn_mu);
 }
 
 static void echo_handler(ctx_t *ctx, const ctx_mhd_request_t *req,

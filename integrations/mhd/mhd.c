@@ -418,8 +418,8 @@ static enum MHD_Result queue_stored(req_t *r)
     struct MHD_Response *resp = r->resp;
     unsigned status = r->status;
     r->resp = NULL;
-    pthread_mutex_unlock(&r->mu);
     r->phase = PH_DONE;
+    pthread_mutex_unlock(&r->mu);
     return queue(r->conn, status, resp);
 }
 
@@ -650,7 +650,7 @@ static void force_reply(ctx_mhd_server_t *srv, req_t *r)
         (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION,
                                       "close");
     pthread_mutex_lock(&r->mu);
-    if (r->replied || r->phase != PH_RUNNING) {
+    if (r->replied) {
         pthread_mutex_unlock(&r->mu);
         if (resp != NULL)
             MHD_destroy_response(resp);

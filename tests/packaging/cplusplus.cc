@@ -3,6 +3,7 @@
 #include <ctx.h>
 #include <ctx/group.h>
 #include <ctx/io.h>
+#include <ctx/propagate.h>
 #include <ctx/sigctx.h>
 
 #include <cstdio>

@@ -1,0 +1,248 @@
+/* bench_sqlite: libctx-sqlite beside plain SQLite.
+ *
+ *   bench_sqlite [rounds]
+ *
+ * Prints a Markdown section (### title, then a table) and exits 1 when a
+ * target is missed:
+ *  - ctx_sqlite_step / sqlite3_step on a CPU-bound query (a 300000-row
+ *    recursive CTE in :memory:), thread CPU time, interleaved rounds,
+ *    medians; target <= 1.02;
+ *  - the per-call cost on a trivial statement (informative);
+ *  - cancel to return (cancel, deadline) while computing, and cancel to
+ *    return while waiting for another connection's lock: p50 and p99;
+ *    target p99 <= 5 ms.
+ */
+#include <ctx/sqlite.h>
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CPU_SQL                                                                \
+    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c "            \
+    "LIMIT 300000) SELECT sum(x) FROM c"
+#define LONG_SQL                                                               \
+    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c "            \
+    "LIMIT 1000000000) SELECT count(*) FROM c"
+
+static int64_t cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int cmp64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int64_t pct(int64_t *v, int n, int p)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp64);
+    int i = (n * p + 99) / 100 - 1;
+    return v[i < 0 ? 0 : i >= n ? n - 1 : i];
+}
+
+static void die(const char *what, int rc)
+{
+    fprintf(stderr, "bench_sqlite: %s: %d %s\n", what, rc, sqlite3_errstr(rc));
+    exit(2);
+}
+
+static sqlite3 *open_db(const char *path)
+{
+    sqlite3 *db;
+    int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+    if (rc != SQLITE_OK)
+        die("open", rc);
+    return db;
+}
+
+/* One run of the CPU-bound query, raw or under a live context. */
+static int64_t run_cpu(sqlite3_stmt *st, ctx_t *c)
+{
+    int64_t t0 = cpu_now();
+    int rc = c != NULL ? ctx_sqlite_step(c, st) : sqlite3_step(st);
+    int64_t t = cpu_now() - t0;
+    if (rc != SQLITE_ROW)
+        die("cpu query", rc);
+    sqlite3_reset(st);
+    return t;
+}
+
+/* Cancels after a random delay; records when. */
+struct killer {
+    ctx_t *ctx;
+    ctx_duration_t delay;
+    ctx_time_t at;
+};
+
+static void *killer_main(void *arg)
+{
+    struct killer *k = arg;
+    struct timespec ts = {0, (long)k->delay};
+    nanosleep(&ts, NULL);
+    k->at = ctx_now();
+    ctx_cancel(k->ctx);
+    return NULL;
+}
+
+/* Cancel (or deadline) to return, in ns, for n calls of `call`. */
+typedef int (*call_fn)(ctx_t *c, void *arg);
+
+static void latency(call_fn call, void *arg, int n, bool deadline, int64_t *out)
+{
+    unsigned seed = 7;
+    for (int i = 0; i < n; i++) {
+        ctx_duration_t delay = (2 + rand_r(&seed) % 8) * CTX_MILLISECOND;
+        if (deadline) {
+            ctx_time_t at = ctx_now() + delay;
+            ctx_t *c = ctx_with_deadline(ctx_background(), at);
+            int rc = call(c, arg);
+            out[i] = ctx_now() - at;
+            if (rc != SQLITE_INTERRUPT)
+                die("deadline run", rc);
+            ctx_release(c);
+            continue;
+        }
+        ctx_t *c = ctx_with_cancel(ctx_background());
+        struct killer k = {.ctx = c, .delay = delay};
+        pthread_t t;
+        pthread_create(&t, NULL, killer_main, &k);
+        int rc = call(c, arg);
+        ctx_time_t ret = ctx_now();
+        pthread_join(t, NULL);
+        out[i] = ret - k.at;
+        if (rc != SQLITE_INTERRUPT)
+            die("cancel run", rc);
+        ctx_release(c);
+    }
+}
+
+static int long_step(ctx_t *c, void *arg)
+{
+    return ctx_sqlite_step(c, (sqlite3_stmt *)arg);
+}
+
+static int lock_exec(ctx_t *c, void *arg)
+{
+    return ctx_sqlite_exec(c, (sqlite3 *)arg, "INSERT INTO t VALUES(1)", NULL, NULL, NULL);
+}
+
+static int failed;
+
+static void lat_row(const char *name, int64_t *v, int n)
+{
+    int64_t p50 = pct(v, n, 50), p99 = pct(v, n, 99);
+    bool ok = p99 <= 5 * CTX_MILLISECOND;
+    failed |= !ok;
+    printf("| %s, p50 / p99 (%d runs) | - | %.3f / %.3f ms | - | p99 <= 5 ms | %s |\n", name, n,
+           p50 / 1e6, p99 / 1e6, ok ? "yes" : "**no**");
+}
+
+int main(int argc, char **argv)
+{
+    int rounds = argc > 1 ? atoi(argv[1]) : 5;
+    if (rounds < 1)
+        rounds = 1;
+    enum { PER_ROUND = 6, TRIVIAL = 20000, LAT = 100 };
+
+    /* ---- CPU-bound query ---------------------------------------------- */
+    sqlite3 *db = open_db(":memory:");
+    sqlite3_busy_timeout(db, 5000);
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(db, CPU_SQL, -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        die("prepare", rc);
+    /* A live context with a deadline: the progress check then also reads
+     * the clock, the dearer case. */
+    ctx_t *live = ctx_with_timeout(ctx_background(), CTX_HOUR);
+    run_cpu(st, NULL);
+    run_cpu(st, live);
+    int n = rounds * PER_ROUND;
+    int64_t *raw = calloc((size_t)n, sizeof *raw), *lib = calloc((size_t)n, sizeof *lib);
+    for (int r = 0, k = 0; r < rounds; r++)
+        for (int i = 0; i < PER_ROUND; i++, k++) {
+            raw[k] = run_cpu(st, NULL);
+            lib[k] = run_cpu(st, live);
+        }
+    int64_t mraw = pct(raw, n, 50), mlib = pct(lib, n, 50);
+    double ratio = (double)mlib / (double)mraw;
+    sqlite3_finalize(st);
+
+    /* ---- per call, trivial statement ----------------------------------- */
+    sqlite3_prepare_v2(db, "SELECT 1", -1, &st, NULL);
+    int64_t traw = 0, tlib = 0;
+    for (int r = 0; r < rounds; r++) {
+        int64_t t0 = cpu_now();
+        for (int i = 0; i < TRIVIAL; i++) {
+            sqlite3_step(st);
+            sqlite3_reset(st);
+        }
+        int64_t t1 = cpu_now();
+        for (int i = 0; i < TRIVIAL; i++) {
+            ctx_sqlite_step(live, st);
+            sqlite3_reset(st);
+        }
+        int64_t t2 = cpu_now();
+        if (r == 0 || t1 - t0 < traw)
+            traw = t1 - t0;
+        if (r == 0 || t2 - t1 < tlib)
+            tlib = t2 - t1;
+    }
+    sqlite3_finalize(st);
+
+    /* ---- cancel / deadline to return ------------------------------------ */
+    int64_t lat_cancel[LAT], lat_deadline[LAT], lat_lock[LAT];
+    sqlite3_prepare_v2(db, LONG_SQL, -1, &st, NULL);
+    latency(long_step, st, LAT, false, lat_cancel);
+    latency(long_step, st, LAT, true, lat_deadline);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+
+    char dir[] = "/tmp/ctx-sqlite-bench-XXXXXX", path[64], p2[80];
+    if (mkdtemp(dir) == NULL)
+        die("mkdtemp", 0);
+    snprintf(path, sizeof path, "%s/b.db", dir);
+    sqlite3 *a = open_db(path), *b = open_db(path);
+    sqlite3_exec(a, "CREATE TABLE t(x)", NULL, NULL, NULL);
+    sqlite3_busy_timeout(a, 60000);
+    sqlite3_exec(b, "BEGIN EXCLUSIVE", NULL, NULL, NULL);
+    latency(lock_exec, a, LAT, false, lat_lock);
+    sqlite3_exec(b, "COMMIT", NULL, NULL, NULL);
+    sqlite3_close(a);
+    sqlite3_close(b);
+    unlink(path);
+    snprintf(p2, sizeof p2, "%s-journal", path);
+    unlink(p2);
+    rmdir(dir);
+    ctx_cancel(live);
+    ctx_release(live);
+
+    bool ok = ratio <= 1.02;
+    failed |= !ok;
+    printf("### SQLite (libctx-sqlite, SQLite %s)\n\n", sqlite3_libversion());
+    printf("| workload | raw median | libctx median | ratio | target | met? |\n");
+    printf("|---|---|---|---|---|---|\n");
+    printf("| `ctx_sqlite_step` / `sqlite3_step`, CPU-bound query (300k-row CTE, "
+           "thread CPU time, %d runs each) | %.3f ms | %.3f ms | %.4f | <= 1.02 | %s |\n",
+           n, mraw / 1e6, mlib / 1e6, ratio, ok ? "yes" : "**no**");
+    printf("| per call, `SELECT 1` step + reset (best of %d x %d) | %.0f ns | %.0f ns | %.2f | "
+           "- (informative) | - |\n",
+           rounds, TRIVIAL, (double)traw / TRIVIAL, (double)tlib / TRIVIAL,
+           (double)tlib / (double)traw);
+    lat_row("cancel to return, computing", lat_cancel, LAT);
+    lat_row("deadline to return, computing", lat_deadline, LAT);
+    lat_row("cancel to return, waiting for a lock", lat_lock, LAT);
+    printf("\nReproduce: `cmake -S . -B build-rel -DCMAKE_BUILD_TYPE=Release "
+           "-DCTX_BUILD_BENCH=ON && cmake --build build-rel --target bench_sqlite && "
+           "bash bench/integrations/sqlite.sh build-rel`\n");
+    free(raw);
+    free(lib);
+    return failed ? 1 : 0;
+}

@@ -166,6 +166,11 @@ CTX_API void ctx_release(ctx_t *ctx);
 /* Queries. Each is lock-free; ctx_is_done() is one pointer hop and one
  * atomic load. NULL gives false / 0 / NULL. */
 CTX_API bool ctx_is_done(ctx_t *ctx);
+/* True when ctx can never be done: the roots, ctx_without_cancel() and the
+ * value contexts below them (Go: ctx.Done() == nil). Code that would arrange
+ * to be told of the end (an after-func, a done fd, a wake-up thread) can
+ * skip it. NULL: false. */
+CTX_API bool ctx_is_never_done(ctx_t *ctx);
 /* 0 while live, then CTX_CANCELED or CTX_DEADLINE_EXCEEDED, never changing. */
 CTX_API int ctx_err(ctx_t *ctx);
 /* 0 while live, then the cause given to the cancellation that won (or the

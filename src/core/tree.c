@@ -464,6 +464,11 @@ CTX_API bool (ctx_is_done)(ctx_t *c)
     return s != NULL && ctx__load_err(s) != 0;
 }
 
+CTX_API bool ctx_is_never_done(ctx_t *c)
+{
+    return c != NULL && c->src == NULL;
+}
+
 CTX_API int (ctx_err)(ctx_t *c)
 {
     if (c == NULL)

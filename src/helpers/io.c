@@ -476,6 +476,15 @@ static int cond_wait(ctx_t *ctx, pthread_cond_t *cond, pthread_mutex_t *mu,
         return 0;
     if (ctx_is_done(ctx))
         return ctx_err(ctx);
+    if (ctx_is_never_done(ctx)) {
+        /* Nothing will ever need waking: a plain wait, no registration,
+         * no executor worker kept (pthread_cond_wait is the cancellation
+         * point, with nothing of ours to undo). */
+        int e = pthread_cond_wait(cond, mu);
+        if (e != 0)
+            return e;
+        return pred == NULL || pred(arg) ? 0 : RETRY;
+    }
 
     struct cond_state st = {
         .w = {.task = {.fn = wake_task}, .mu = mu, .cond = cond}};

@@ -418,6 +418,33 @@ static void test_inline_and_function_queries_agree(void **state)
     tu_assert_no_live();
 }
 
+static void test_is_never_done(void **state)
+{
+    (void)state;
+    static const ctx_key_t k = CTX_KEY("k");
+    ctx_t *c = ctx_with_cancel(ctx_background());
+    ctx_t *v = ctx_with_value(c, &k, NULL, NULL);
+    ctx_t *w = ctx_without_cancel(v);
+    ctx_t *wv = ctx_with_value(w, &k, NULL, NULL);
+    ctx_t *d = ctx_with_timeout(w, CTX_HOUR);
+    assert_true(ctx_is_never_done(ctx_background()));
+    assert_true(ctx_is_never_done(ctx_todo()));
+    assert_true(ctx_is_never_done(w));
+    assert_true(ctx_is_never_done(wv));
+    assert_false(ctx_is_never_done(c));
+    assert_false(ctx_is_never_done(v));
+    assert_false(ctx_is_never_done(d));
+    assert_false(ctx_is_never_done(NULL));
+    ctx_cancel(c);
+    assert_false(ctx_is_never_done(c)); /* done, not never done */
+    assert_true(ctx_is_never_done(w));
+    ctx_release(d);
+    ctx_release(wv);
+    ctx_release(w);
+    ctx_release(v);
+    ctx_release(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -435,6 +462,7 @@ int main(void)
         cmocka_unit_test(test_cancel_wide_tree),
         cmocka_unit_test(test_defer_cancel_macro),
         cmocka_unit_test(test_inline_and_function_queries_agree),
+        cmocka_unit_test(test_is_never_done),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -78,3 +78,13 @@ if [ -d "$build/man/man3" ] && command -v man >/dev/null 2>&1; then
     { echo "man 3 ctx_with_cancel does not render"; exit 1; }
   echo "man: $(ls "$prefix/share/man/man3" | wc -l) pages, man 3 ctx_with_cancel renders"
 fi
+
+# A distribution's absolute libdir (-DCMAKE_INSTALL_LIBDIR=/usr/lib64): the
+# .pc files must name it as is. They are written at configure time.
+src=$(cd "$consumer/../../.." && pwd)
+cmake -S "$src" -B "$tmp/abs" -DCMAKE_INSTALL_PREFIX=/usr -DCMAKE_INSTALL_LIBDIR=/usr/lib64 \
+  -DCTX_BUILD_TESTS=OFF -DCTX_BUILD_EXAMPLES=OFF -DCTX_MAN_PAGES=OFF >/dev/null
+for pc in "$tmp"/abs/libctx*.pc; do
+  grep -qx 'libdir=/usr/lib64' "$pc" || { echo "$(basename "$pc"): $(grep '^libdir=' "$pc"), want libdir=/usr/lib64"; exit 1; }
+done
+echo "absolute libdir: $(ls "$tmp"/abs/libctx*.pc | wc -l) .pc files say libdir=/usr/lib64"

@@ -110,7 +110,7 @@ static bool cache_enable(struct block_cache *c)
 void *ctx__node_block_get(size_t size)
 {
 #ifdef CTX_FAULT_INJECTION
-    if (should_fail())
+    if (ctx__fault_should_fail())
         return NULL;
 #endif
     struct block_cache *c = &tl_cache;

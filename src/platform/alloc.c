@@ -41,7 +41,7 @@ bool ctx__fault_triggered(void)
 }
 
 /* Counts one attempt; true if it is the one to fail. */
-static bool should_fail(void)
+bool ctx__fault_should_fail(void)
 {
     long n = atomic_fetch_add_explicit(&attempts, 1, memory_order_seq_cst) + 1;
     long target = atomic_load_explicit(&fail_at, memory_order_seq_cst);
@@ -54,18 +54,18 @@ static bool should_fail(void)
 
 void *ctx__malloc(size_t size)
 {
-    return should_fail() ? NULL : malloc(size);
+    return ctx__fault_should_fail() ? NULL : malloc(size);
 }
 
 void *ctx__calloc(size_t n, size_t size)
 {
-    return should_fail() ? NULL : calloc(n, size);
+    return ctx__fault_should_fail() ? NULL : calloc(n, size);
 }
 
 void *ctx__realloc(void *p, size_t size)
 {
     /* A failed realloc leaves the block untouched, as realloc does. */
-    return should_fail() ? NULL : realloc(p, size);
+    return ctx__fault_should_fail() ? NULL : realloc(p, size);
 }
 
 #endif

@@ -7,6 +7,9 @@
 #include <stdlib.h>
 
 #ifdef CTX_FAULT_INJECTION
+#include <stdbool.h>
+/* Counts one allocation attempt; true when it is the one armed to fail. */
+bool ctx__fault_should_fail(void);
 void *ctx__malloc(size_t size);
 void *ctx__calloc(size_t n, size_t size);
 void *ctx__realloc(void *p, size_t size);

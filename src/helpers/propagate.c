@@ -95,15 +95,17 @@ static void rng_seed(unsigned gen)
     uint64_t seed[4] = {0, 0, 0, 0};
     size_t got = 0;
     while (got < sizeof seed) {
-        ssize_t n = getrandom((char *)seed + got, sizeof seed - got, 0);
+        /* Never block (early boot): ids need to be unique, not secret. */
+        ssize_t n = getrandom((char *)seed + got, sizeof seed - got,
+                              GRND_NONBLOCK);
         if (n > 0)
             got += (size_t)n;
         else if (n < 0 && errno != EINTR)
             break;
     }
     if (got < sizeof seed) {
-        /* No getrandom (old kernel, seccomp): mix what differs per thread
-         * and per moment. Ids need to be unique, not secret. */
+        /* No getrandom (old kernel, seccomp, entropy not ready yet): mix
+         * what differs per thread and per moment. */
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         uint64_t x = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
@@ -685,7 +687,7 @@ static struct trace_rec *extract_trace(const ctx_carrier_t *c)
     size_t ntp = carrier_lines(c, CTX_PROPAGATE_KEY_TRACEPARENT, tp, 2);
     struct trace_rec parsed;
     bool ok = ntp == 1 && tp[0] != NULL && traceparent_parse(tp[0], &parsed);
-    const char *ts[MAX_LINES];
+    const char *ts[MAX_LINES] = {NULL}; /* a carrier may store fewer */
     size_t nts = 0, cap = 0;
     if (ok) {
         nts = carrier_lines(c, CTX_PROPAGATE_KEY_TRACESTATE, ts, MAX_LINES);
@@ -716,7 +718,7 @@ static struct trace_rec *extract_trace(const ctx_carrier_t *c)
  * without *oom: no baggage. */
 static char *extract_baggage(const ctx_carrier_t *c, bool *oom)
 {
-    const char *lines[MAX_LINES];
+    const char *lines[MAX_LINES] = {NULL};
     size_t n = carrier_lines(c, CTX_PROPAGATE_KEY_BAGGAGE, lines, MAX_LINES);
     if (n > MAX_LINES)
         n = MAX_LINES; /* the members past them would pass the limits */

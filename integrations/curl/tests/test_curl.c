@@ -793,6 +793,112 @@ static void test_multi_lifetime(void **state)
     ctx_release(cb);
 }
 
+/* The multi layer during a hanging resolution: the transfer is stopped
+ * promptly (curl's resolver thread abandoned, not joined), and a transfer
+ * beside it completes normally. */
+static void test_multi_dns(void **state)
+{
+    (void)state;
+    CURLM *m = curl_multi_init();
+    ctx_curl_multi_t *cm = ctx_curl_multi_new(m);
+    struct sink s1 = {0}, s2 = {0};
+    CURL *a = new_easy("/fast", &s1), *b = new_easy("/fast", &s2);
+    char url[128];
+    snprintf(url, sizeof url, "http://%s:%d/fast", HANG_HOST, hs_port(srv));
+    curl_easy_setopt(b, CURLOPT_URL, url);
+    gate_set(false);
+    pthread_mutex_lock(&gate.mu);
+    long entered = gate.entered, left = gate.left;
+    pthread_mutex_unlock(&gate.mu);
+    ctx_t *ca = ctx_with_cancel(ctx_background());
+    ctx_t *cb = ctx_with_cancel(ctx_background());
+    assert_int_equal(ctx_curl_multi_add_handle(cm, a, ca), CURLM_OK);
+    assert_int_equal(ctx_curl_multi_add_handle(cm, b, cb), CURLM_OK);
+    struct canceller cn = {.ctx = cb, .phase = PH_DNS, .n = entered + 1};
+    cancel_start(&cn);
+    int running = 0, got = 0;
+    CURLcode ra = CURLE_FAILED_INIT, rb = CURLE_FAILED_INIT;
+    ctx_time_t back_b = 0, end = ctx_now() + 10 * CTX_SECOND;
+    do {
+        assert_int_equal(ctx_curl_multi_perform(cm, &running), CURLM_OK);
+        CURLMsg *msg;
+        while ((msg = ctx_curl_multi_info_read(cm, NULL)) != NULL) {
+            if (msg->easy_handle == a) {
+                ra = msg->data.result;
+            } else {
+                rb = msg->data.result;
+                back_b = ctx_now();
+            }
+            ctx_curl_multi_remove_handle(cm, msg->easy_handle);
+            got++;
+        }
+        curl_multi_poll(m, NULL, 0, 1000, NULL);
+        assert_true(ctx_now() < end);
+    } while (running > 0 || ctx_curl_multi_pending(cm) > 0);
+    tu_join_within(cn.t, 10 * CTX_SECOND);
+    assert_true(cn.reached);
+    assert_int_equal(got, 2);
+    assert_int_equal(ra, CURLE_OK);
+    assert_int_equal(rb, CURLE_ABORTED_BY_CALLBACK);
+    assert_int_equal(ctx_err(cb), CTX_CANCELED);
+    tu_assert_between(back_b - cn.at, 0, PROMPT);
+    gate_set(true);
+    assert_true(gate_wait(&gate.left, left + 1, 10 * CTX_SECOND));
+    ctx_curl_multi_free(cm);
+    curl_multi_cleanup(m);
+    curl_easy_cleanup(a);
+    curl_easy_cleanup(b);
+    ctx_release(ca);
+    ctx_release(cb);
+}
+
+#ifdef CTX_FAULT_INJECTION
+/* Every allocation of libctx failing in turn: CURLE_OUT_OF_MEMORY or
+ * CURLM_OUT_OF_MEMORY, nothing left behind, the handle still usable. */
+static void test_out_of_memory(void **state)
+{
+    (void)state;
+    struct sink s = {0};
+    CURL *e = new_easy("/fast", &s);
+    ctx_t *c = ctx_with_cancel(ctx_background());
+    int failures = 0;
+    for (long n = 1;; n++) {
+        ctx__fault_fail_nth(n);
+        CURLcode rc = ctx_curl_perform(c, e);
+        bool hit = ctx__fault_triggered();
+        ctx__fault_fail_nth(0);
+        if (!hit) {
+            assert_int_equal(rc, CURLE_OK);
+            break;
+        }
+        assert_int_equal(rc, CURLE_OUT_OF_MEMORY);
+        failures++;
+    }
+    assert_true(failures >= 1);
+    CURLM *m = curl_multi_init();
+    ctx_curl_multi_t *cm = ctx_curl_multi_new(m);
+    for (long n = 1;; n++) {
+        ctx__fault_fail_nth(n);
+        CURLMcode mc = ctx_curl_multi_add_handle(cm, e, c);
+        bool hit = ctx__fault_triggered();
+        ctx__fault_fail_nth(0);
+        if (!hit) {
+            assert_int_equal(mc, CURLM_OK);
+            break;
+        }
+        assert_int_equal(mc, CURLM_OUT_OF_MEMORY);
+        assert_int_equal(ctx_curl_multi_pending(cm), 0);
+    }
+    assert_int_equal(ctx_curl_multi_remove_handle(cm, e), CURLM_OK);
+    ctx_curl_multi_free(cm);
+    curl_multi_cleanup(m);
+    assert_int_equal(ctx_curl_perform(c, e), CURLE_OK);
+    ctx_cancel(c);
+    ctx_release(c);
+    curl_easy_cleanup(e);
+}
+#endif
+
 int main(void)
 {
     if (curl_global_init(CURL_GLOBAL_ALL) != 0)
@@ -819,6 +925,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_thread_exit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_multi_many, setup, teardown),
         cmocka_unit_test_setup_teardown(test_multi_lifetime, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_multi_dns, setup, teardown),
+#ifdef CTX_FAULT_INJECTION
+        cmocka_unit_test_setup_teardown(test_out_of_memory, setup, teardown),
+#endif
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();

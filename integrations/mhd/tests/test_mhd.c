@@ -734,7 +734,8 @@ static void test_many_hangups(void **state)
         ctx_mhd_stats(s, &st);
     } while (st.active != 0 && ctx_now() < end && (tu_sleep(MS), 1));
     assert_int_equal(st.hangups, N);
-    tu_assert_between(st.hangup_stop_max, 0, HANGUP_PROMPT);
+    /* 40 blocked threads each to be woken and scheduled on 2 cores */
+    tu_assert_between(st.hangup_stop_max, 0, 10 * TU_PROMPT);
     ctx_mhd_free(s);
     probe_destroy(&p);
 }

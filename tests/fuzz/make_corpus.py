@@ -2,6 +2,8 @@
 """Writes the seed corpus of the propagation fuzz targets (corpus/NAME/),
 one file per seed, named by the SHA-1 of its content as libFuzzer does.
 Lines are separated by '\\n': each line is one field of that name.
+The committed corpus also holds inputs found by libFuzzer and minimised
+with -merge=1 (same naming); this script only (re)writes the hand seeds.
 Run from anywhere: python3 tests/fuzz/make_corpus.py"""
 import hashlib
 import os
@@ -58,8 +60,6 @@ here = os.path.dirname(os.path.abspath(__file__))
 for name, items in seeds.items():
     d = os.path.join(here, "corpus", name)
     os.makedirs(d, exist_ok=True)
-    for f in os.listdir(d):
-        os.unlink(os.path.join(d, f))
     for s in items:
         data = s.encode("latin-1")
         with open(os.path.join(d, hashlib.sha1(data).hexdigest()), "wb") as f:

@@ -852,6 +852,53 @@ static void test_multi_dns(void **state)
     ctx_release(cb);
 }
 
+#ifdef CTX_FAULT_INJECTION
+/* Every allocation of libctx failing in turn: CURLE_OUT_OF_MEMORY or
+ * CURLM_OUT_OF_MEMORY, nothing left behind, the handle still usable. */
+static void test_out_of_memory(void **state)
+{
+    (void)state;
+    struct sink s = {0};
+    CURL *e = new_easy("/fast", &s);
+    ctx_t *c = ctx_with_cancel(ctx_background());
+    int failures = 0;
+    for (long n = 1;; n++) {
+        ctx__fault_fail_nth(n);
+        CURLcode rc = ctx_curl_perform(c, e);
+        bool hit = ctx__fault_triggered();
+        ctx__fault_fail_nth(0);
+        if (!hit) {
+            assert_int_equal(rc, CURLE_OK);
+            break;
+        }
+        assert_int_equal(rc, CURLE_OUT_OF_MEMORY);
+        failures++;
+    }
+    assert_true(failures >= 1);
+    CURLM *m = curl_multi_init();
+    ctx_curl_multi_t *cm = ctx_curl_multi_new(m);
+    for (long n = 1;; n++) {
+        ctx__fault_fail_nth(n);
+        CURLMcode mc = ctx_curl_multi_add_handle(cm, e, c);
+        bool hit = ctx__fault_triggered();
+        ctx__fault_fail_nth(0);
+        if (!hit) {
+            assert_int_equal(mc, CURLM_OK);
+            break;
+        }
+        assert_int_equal(mc, CURLM_OUT_OF_MEMORY);
+        assert_int_equal(ctx_curl_multi_pending(cm), 0);
+    }
+    assert_int_equal(ctx_curl_multi_remove_handle(cm, e), CURLM_OK);
+    ctx_curl_multi_free(cm);
+    curl_multi_cleanup(m);
+    assert_int_equal(ctx_curl_perform(c, e), CURLE_OK);
+    ctx_cancel(c);
+    ctx_release(c);
+    curl_easy_cleanup(e);
+}
+#endif
+
 int main(void)
 {
     if (curl_global_init(CURL_GLOBAL_ALL) != 0)
@@ -879,6 +926,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_multi_many, setup, teardown),
         cmocka_unit_test_setup_teardown(test_multi_lifetime, setup, teardown),
         cmocka_unit_test_setup_teardown(test_multi_dns, setup, teardown),
+#ifdef CTX_FAULT_INJECTION
+        cmocka_unit_test_setup_teardown(test_out_of_memory, setup, teardown),
+#endif
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();

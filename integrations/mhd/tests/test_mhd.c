@@ -17,6 +17,9 @@
 
 #define MS CTX_MILLISECOND
 #define LONG_WAIT (10 * CTX_SECOND * TU_SLOW)
+/* "Promptly" for a hang-up: typically well under 1 ms; this bound holds on
+ * the 2-core machine at load 15 (up to 90 ms was seen there). */
+#define HANGUP_PROMPT (3 * TU_PROMPT)
 
 /* ---- a raw HTTP client -------------------------------------------------- */
 
@@ -237,7 +240,7 @@ static void hangup_case(ctx_mhd_mode_t mode, bool async)
     assert_true(tu_event_wait(&p.done, LONG_WAIT));
     assert_int_equal(atomic_load(&p.err), CTX_CANCELED);
     assert_int_equal(atomic_load(&p.cause), ECONNRESET);
-    tu_assert_between(atomic_load(&p.done_at) - t0, 0, TU_PROMPT);
+    tu_assert_between(atomic_load(&p.done_at) - t0, 0, HANGUP_PROMPT);
     assert_int_equal(atomic_load(&p.reply_rc), ECONNRESET);
     ctx_mhd_stats_t st;
     /* the stop is counted once the reply is in and the handler returned */
@@ -250,7 +253,7 @@ static void hangup_case(ctx_mhd_mode_t mode, bool async)
     } while (ctx_now() < end);
     assert_int_equal(st.hangups, 1);
     assert_int_equal(st.active, 0);
-    tu_assert_between(st.hangup_stop_max, 0, TU_PROMPT);
+    tu_assert_between(st.hangup_stop_max, 0, HANGUP_PROMPT);
     assert_int_equal(ctx_mhd_shutdown(s, CTX_SECOND), 0);
     ctx_mhd_free(s);
     probe_destroy(&p);
@@ -500,11 +503,11 @@ static void shutdown_slow_case(ctx_mhd_mode_t mode, bool async)
     ctx_time_t t0 = ctx_now();
     assert_int_equal(ctx_mhd_shutdown(s, grace), ETIMEDOUT);
     ctx_time_t took = ctx_now() - t0;
-    tu_assert_between(took, grace, grace + 2 * TU_PROMPT);
+    tu_assert_between(took, grace, grace + 10 * TU_PROMPT); /* MHD_stop_daemon joins threads */
     assert_true(tu_event_wait(&p.done, LONG_WAIT));
     assert_int_equal(atomic_load(&p.err), CTX_CANCELED);
     assert_int_equal(atomic_load(&p.cause), ESHUTDOWN);
-    tu_assert_between(atomic_load(&p.done_at) - t0, grace, grace + TU_PROMPT);
+    tu_assert_between(atomic_load(&p.done_at) - t0, grace, grace + 10 * TU_PROMPT);
     tu_join_within(c.t, LONG_WAIT);
     assert_int_equal(c.status, 200); /* it replied after its cancel */
     ctx_mhd_stats_t st;
@@ -558,7 +561,7 @@ static void test_shutdown_stuck_async_answered(void **state)
     assert_true(tu_event_wait(&stuck_started, LONG_WAIT));
     ctx_time_t t0 = ctx_now();
     assert_int_equal(ctx_mhd_shutdown(s, 50 * MS), ETIMEDOUT);
-    tu_assert_between(ctx_now() - t0, 100 * MS, 100 * MS + 2 * TU_PROMPT);
+    tu_assert_between(ctx_now() - t0, 100 * MS, 100 * MS + 10 * TU_PROMPT);
     tu_join_within(c.t, LONG_WAIT);
     assert_int_equal(c.status, 503);
     ctx_mhd_free(s);
@@ -731,7 +734,8 @@ static void test_many_hangups(void **state)
         ctx_mhd_stats(s, &st);
     } while (st.active != 0 && ctx_now() < end && (tu_sleep(MS), 1));
     assert_int_equal(st.hangups, N);
-    tu_assert_between(st.hangup_stop_max, 0, TU_PROMPT);
+    /* 40 blocked threads each to be woken and scheduled on 2 cores */
+    tu_assert_between(st.hangup_stop_max, 0, 10 * TU_PROMPT);
     ctx_mhd_free(s);
     probe_destroy(&p);
 }

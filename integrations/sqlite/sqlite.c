@@ -36,6 +36,7 @@
 #include <ctx/sqlite.h>
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -200,8 +201,8 @@ static void on_done(void *arg)
 
 /* The deadline has passed by our clock but the timer thread has not marked
  * the context done yet: on a busy machine it waits for a CPU, which this
- * thread, computing, holds. Sleep until it has (a few us when a CPU is
- * free): that hands it the CPU, and ctx_err() is set when we return. */
+ * thread, computing, holds. Give it the CPU until it has, so that ctx_err()
+ * is set when we return. */
 static bool deadline_passed(binding_t *b)
 {
     if (b->earliest == CTX_TIME_MAX)
@@ -209,8 +210,14 @@ static bool deadline_passed(binding_t *b)
     ctx_time_t now = ctx_now();
     if (now < b->earliest)
         return false;
+    /* Yield first: the timer thread usually fires within microseconds and
+     * may be queued on this CPU. Then sleep, so that on a loaded machine
+     * this thread stops competing with it. */
+    ctx_time_t spin_end = now + CTX_MILLISECOND;
+    while (!stack_done(b) && ctx_now() < spin_end)
+        sched_yield();
     for (binding_t *o = b; o != NULL; o = o->prev)
-        if (o->deadline <= now)
+        if (o->deadline <= now && !ctx_is_done(o->ctx))
             (void)ctx_wait_until(o->ctx, o->deadline + 100 * CTX_MILLISECOND);
     return stack_done(b);
 }

@@ -88,7 +88,7 @@ CTX_API int ctx_sqlite_exec(ctx_t *ctx, sqlite3 *db, const char *sql,
  * wrapping each one: when ctx ends they fail within milliseconds, with
  * SQLITE_INTERRUPT while computing or SQLITE_BUSY while waiting for a lock
  * (test ctx_err(ctx) to tell). A statement too short to reach a progress
- * check (about a thousand VM instructions) may still complete. ctx_sqlite_
+ * check (a few thousand VM instructions) may still complete. ctx_sqlite_
  * calls inside the scope are bounded by both contexts and cost less (the
  * busy timeout is not read again), which makes a bound scope the cheap way
  * to run a long row loop or a transaction.

@@ -206,8 +206,9 @@ CTX_API bool ctx_trace_span_id(ctx_t *ctx, uint8_t out[8]);
  * extracted). False also when the trace was started here (no parent). */
 CTX_API bool ctx_trace_parent_id(ctx_t *ctx, uint8_t out[8]);
 
-/* The trace flags (0 to 255; bit CTX_TRACE_SAMPLED), or -1 without a trace
- * context (or NULL ctx). */
+/* The trace flags (0 to 255; bit CTX_TRACE_SAMPLED), as received in a
+ * version-00 traceparent (only the sampled bit of a higher version), or -1
+ * without a trace context (or NULL ctx). */
 CTX_API int ctx_trace_flags(ctx_t *ctx);
 
 /* The tracestate to forward (list members joined with ',', as validated

@@ -320,6 +320,9 @@ static bool traceparent_parse(const char *s, struct trace_rec *r)
         return false;
     if (all_zero(r->trace_id, 16) || all_zero(r->parent_id, 8))
         return false;
+    /* A higher version: only the sampled bit has a meaning we know. */
+    if (version != 0)
+        r->flags &= CTX_TRACE_SAMPLED;
     r->has_parent = true;
     return true;
 }

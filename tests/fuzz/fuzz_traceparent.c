@@ -56,6 +56,8 @@ static int ref_accept(const char *s, uint8_t tid[16], uint8_t pid[8],
     if (!nz)
         return 0;
     *flags = (uint8_t)(hexv(f[0]) * 16 + hexv(f[1]));
+    if (version != 0)
+        *flags &= 1; /* only the sampled bit of a higher version */
     return 1;
 }
 

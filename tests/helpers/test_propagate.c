@@ -456,6 +456,15 @@ static void test_traceparent_valid(void **state)
     trace_id_hex(c, id);
     assert_string_equal(id, TID);
     ctx_release(c);
+    /* A higher version: only its sampled bit is read. */
+    const char *hv[] = {"traceparent", "cc-" TID "-" PID "-ff-x", NULL};
+    c = extract_pairs(ctx_background(), 0, 0, hv);
+    assert_int_equal(ctx_trace_flags(c), 1);
+    ctx_release(c);
+    const char *v0[] = {"traceparent", "00-" TID "-" PID "-ff", NULL};
+    c = extract_pairs(ctx_background(), 0, 0, v0);
+    assert_int_equal(ctx_trace_flags(c), 0xff); /* as received; sent as 01 */
+    ctx_release(c);
     const char *ex[] = {"traceparent",
                         "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
                         NULL};

@@ -15,9 +15,14 @@
 #include <stdatomic.h>
 
 #define MS CTX_MILLISECOND
-/* "Within milliseconds": the bound for cancel-to-return, generous for a
- * loaded 2-core machine (bench/integrations/curl.sh measures p50/p99). */
-#define PROMPT (20 * MS * TU_SLOW)
+/* "Within milliseconds", on a 2-core machine that may be loaded far beyond
+ * its cores: each phase runs PHASE_RUNS times; the fastest return must be
+ * within PROMPT (the mechanism works: no 1 s progress-callback poll), every
+ * return within PROMPT_MAX (scheduling spikes of a loaded machine aside).
+ * bench/integrations/curl.sh measures the p50/p99. */
+#define PHASE_RUNS 3
+#define PROMPT (10 * MS * TU_SLOW)
+#define PROMPT_MAX (250 * MS * TU_SLOW)
 #define HANG_HOST "hang.ctx-test.invalid"
 
 static hs_t *srv;
@@ -283,7 +288,7 @@ static void test_already_done(void **state)
 /* One phase, cancelled or deadlined. */
 enum which { W_CONNECT, W_FIRST_BYTE, W_MID_BODY, W_DNS };
 
-static void run_phase(enum which w, bool use_deadline)
+static int64_t run_phase(enum which w, bool use_deadline)
 {
     long slow_before = hs_get(srv, HS_SLOW);
     struct sink s = {0};
@@ -346,12 +351,12 @@ static void run_phase(enum which w, bool use_deadline)
         assert_true(cn.reached);
         assert_int_equal(rc, CURLE_ABORTED_BY_CALLBACK);
         assert_int_equal(ctx_err(c), CTX_CANCELED);
-        tu_assert_between(back - cn.at, 0, PROMPT);
     } else {
         assert_int_equal(rc, CURLE_OPERATION_TIMEDOUT);
         assert_int_equal(ctx_err(c), CTX_DEADLINE_EXCEEDED);
-        tu_assert_between(back - deadline, 0, PROMPT);
     }
+    int64_t lat = back - (use_deadline ? deadline : cn.at);
+    tu_assert_between(lat, 0, PROMPT_MAX);
     /* The phase was the one claimed. */
     curl_off_t conn_t = -1;
     curl_easy_getinfo(e, CURLINFO_CONNECT_TIME_T, &conn_t);
@@ -387,54 +392,66 @@ static void run_phase(enum which w, bool use_deadline)
     ctx_release(c);
     curl_easy_cleanup(e);
     tu_event_destroy(&ev);
+    return lat;
+}
+
+static void run_phases(enum which w, bool use_deadline)
+{
+    int64_t best = INT64_MAX;
+    for (int i = 0; i < PHASE_RUNS; i++) {
+        int64_t lat = run_phase(w, use_deadline);
+        if (lat < best)
+            best = lat;
+    }
+    tu_assert_between(best, 0, PROMPT);
 }
 
 static void test_cancel_connect(void **state)
 {
     (void)state;
-    run_phase(W_CONNECT, false);
+    run_phases(W_CONNECT, false);
 }
 
 static void test_deadline_connect(void **state)
 {
     (void)state;
-    run_phase(W_CONNECT, true);
+    run_phases(W_CONNECT, true);
 }
 
 static void test_cancel_first_byte(void **state)
 {
     (void)state;
-    run_phase(W_FIRST_BYTE, false);
+    run_phases(W_FIRST_BYTE, false);
 }
 
 static void test_deadline_first_byte(void **state)
 {
     (void)state;
-    run_phase(W_FIRST_BYTE, true);
+    run_phases(W_FIRST_BYTE, true);
 }
 
 static void test_cancel_mid_body(void **state)
 {
     (void)state;
-    run_phase(W_MID_BODY, false);
+    run_phases(W_MID_BODY, false);
 }
 
 static void test_deadline_mid_body(void **state)
 {
     (void)state;
-    run_phase(W_MID_BODY, true);
+    run_phases(W_MID_BODY, true);
 }
 
 static void test_cancel_dns(void **state)
 {
     (void)state;
-    run_phase(W_DNS, false);
+    run_phases(W_DNS, false);
 }
 
 static void test_deadline_dns(void **state)
 {
     (void)state;
-    run_phase(W_DNS, true);
+    run_phases(W_DNS, true);
 }
 
 /* The application's CURLOPT_TIMEOUT_MS fires first: curl's result, the
@@ -448,7 +465,7 @@ static void test_app_timeout(void **state)
     ctx_t *c = ctx_with_timeout(ctx_background(), 60 * CTX_SECOND);
     ctx_time_t t0 = ctx_now();
     assert_int_equal(ctx_curl_perform(c, e), CURLE_OPERATION_TIMEDOUT);
-    tu_assert_between(ctx_now() - t0, 95 * MS, 100 * MS + 10 * PROMPT);
+    tu_assert_between(ctx_now() - t0, 95 * MS, 100 * MS + PROMPT_MAX);
     assert_int_equal(ctx_err(c), 0);
     /* Still the application's setting on the next call. */
     t0 = ctx_now();
@@ -734,7 +751,7 @@ static void test_multi_many(void **state)
     /* 225 transfers ended by one cancel: all stopped and reported well
      * within curl_multi_poll's 1 s timeout (each removal closes a
      * connection: tens of ms in all, more on a loaded machine). */
-    tu_assert_between(last_cancel_done - cn.at, 0, 40 * PROMPT);
+    tu_assert_between(last_cancel_done - cn.at, 0, 2 * PROMPT_MAX);
     /* No thread per transfer: the canceller only. */
     assert_true(max_threads <= threads + 1);
 
@@ -841,7 +858,7 @@ static void test_multi_dns(void **state)
     assert_int_equal(ra, CURLE_OK);
     assert_int_equal(rb, CURLE_ABORTED_BY_CALLBACK);
     assert_int_equal(ctx_err(cb), CTX_CANCELED);
-    tu_assert_between(back_b - cn.at, 0, PROMPT);
+    tu_assert_between(back_b - cn.at, 0, PROMPT_MAX);
     gate_set(true);
     assert_true(gate_wait(&gate.left, left + 1, 10 * CTX_SECOND));
     ctx_curl_multi_free(cm);

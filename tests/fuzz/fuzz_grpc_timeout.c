@@ -36,8 +36,10 @@ static int ref_parse(const char *s, int64_t *out)
             return -1;
         v = v * 10 + (s[i] - '0');
     }
-    __int128 ns = (__int128)v * unit_ns(s[e - 1]);
-    *out = ns > INT64_MAX ? INT64_MAX : (int64_t)ns;
+    /* v < 10^8 and the unit <= 3.6e12: saturate without a 128-bit type
+     * (there is none on 32-bit targets). */
+    int64_t unit = unit_ns(s[e - 1]);
+    *out = v > INT64_MAX / unit ? INT64_MAX : (int64_t)v * unit;
     return 0;
 }
 

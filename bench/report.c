@@ -1,6 +1,6 @@
 /* Reads the raw outputs of the interleaved rounds (Go's `go test -bench`,
  * ctx_bench, stop_bench) and the scaling runs, and prints one table of
- * medians, the scaling tables and the targets of DESIGN.md section 3.
+ * medians, the scaling tables and the project's performance targets.
  *
  *   ctx_report [-o RESULTS.md] [-m meta.txt] go:FILE c:FILE cxx:FILE scale:FILE ...
  *
@@ -434,8 +434,8 @@ int main(int argc, char **argv)
     emit("\n## Scaling\n");
     print_scale();
 
-    /* The targets of DESIGN.md section 3. */
-    emit("\n## Targets (DESIGN.md section 3)\n\n");
+    /* The project's performance targets: each row states its goal. */
+    emit("\n## Targets (the project's performance goals)\n\n");
     emit("| target | measured | met |\n|---|---|---|\n");
     struct {
         const char *what, *name;

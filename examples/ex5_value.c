@@ -1,6 +1,6 @@
 /* Seed example 5: WithValue. A trace code is set at the entry point and read
- * by the worker through a typed accessor pair. As DESIGN.md recommends, the
- * key is a private static const ctx_key_t (its address is its identity, so
+ * by the worker through a typed accessor pair. As ctx.h recommends (CTX_KEY),
+ * the key is a private static const ctx_key_t (its address is its identity, so
  * no other module can collide with it) and only the accessors are exported,
  * the C form of Go's unexported key type with NewContext/FromContext. */
 #define _GNU_SOURCE

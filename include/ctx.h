@@ -33,6 +33,15 @@
  *    CTX_DEFER_CANCEL scope leave errno as it was (the after-funcs and value
  *    destructors they run included), so a failed call's errno can be read
  *    after the cleanup of its scope.
+ *  - Signal handlers. Only these are async-signal-safe (lock-free loads, no
+ *    allocation), on a context that stays referenced while the handler may
+ *    run: ctx_now(), ctx_is_done(), ctx_err(), ctx_cause(), ctx_deadline().
+ *    Nothing else is, ctx_cancel() and ctx_release() in particular: they
+ *    take locks, and a handler that interrupts a thread holding one of
+ *    those locks deadlocks. To cancel on a signal, use ctx_with_signals()
+ *    (<ctx/sigctx.h>): its handler only writes to a pipe, and a library
+ *    thread cancels. Otherwise set a volatile sig_atomic_t flag in the
+ *    handler and cancel from a thread.
  */
 #ifndef CTX_H
 #define CTX_H
@@ -230,7 +239,10 @@ CTX_API int ctx_wait_until(ctx_t *ctx, ctx_time_t until);
  * last context sharing it is freed. Value contexts share the fd of their
  * nearest cancellable ancestor. A context that can never be done (the roots,
  * without_cancel and the value contexts below them) returns a valid fd that
- * never becomes readable (one for the process, never closed).
+ * never becomes readable (one for the process, never closed). So two
+ * contexts may return the same fd: epoll rejects a second registration
+ * of it (EEXIST); dup() it per context, or register it once
+ * (docs/reference/ctx_done_fd.md).
  * Returns -1 with errno EINVAL (NULL), EMFILE/ENFILE (no fd left) or ENOMEM;
  * the context works as before without it. */
 CTX_API int ctx_done_fd(ctx_t *ctx);

@@ -16,7 +16,10 @@
  *    nothing crashes, prints or aborts.
  *  - EINTR. A signal caught while a helper waits never surfaces as EINTR:
  *    the helper recomputes its deadline and waits again. To stop a wait on a
- *    signal, cancel a context from the signal (see ctx/sigctx.h).
+ *    signal, wait on a context made by ctx_with_signals() (ctx/sigctx.h),
+ *    which the library cancels when the signal arrives. Do not call
+ *    ctx_cancel() in a signal handler: it takes locks and is not
+ *    async-signal-safe (see "Signal handlers" in ctx.h).
  *  - Resources. The fd helpers use the context's done fd (ctx_done_fd(),
  *    made once per context and owned by it) and no other fd, thread or
  *    lasting allocation; if that fd cannot be made they fail with its errno

@@ -39,7 +39,7 @@ struct ctx_cancel_part {
     struct ctx *next;           /* siblings in the registered parent's list */
     struct ctx **pprev;         /* NULL when not linked */
     ctx_time_t deadline;        /* effective: own or inherited (if HAS_DEADLINE) */
-    _Atomic uint32_t heap_idx;  /* timer heap slot; changed under the timer lock */
+    _Atomic uint32_t heap_idx;  /* timer shard << 28 | slot in its heap, or CTX_NO_HEAP; changed under that shard's lock */
     _Atomic int done_fd;        /* -1 until ctx_done_fd() */
     struct ctx_after *afters;   /* pending after-func registrations */
 #ifndef CTX_HAVE_FUTEX
@@ -136,7 +136,7 @@ void ctx__after_run(struct ctx_after *head);
 
 /* timer.c */
 int ctx__timer_insert(ctx_t *c);  /* 0 or ENOMEM / EAGAIN */
-void ctx__timer_remove(ctx_t *c); /* no-op if not in the heap */
+void ctx__timer_remove(ctx_t *c); /* no-op if in no timer heap */
 
 /* wait.c */
 void ctx__done_signal(ctx_t *node); /* under node's lock, at cancel */

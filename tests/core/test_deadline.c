@@ -239,7 +239,13 @@ static void test_timer_order_with_removals(void **state)
             assert_int_equal(ctx_err(cs[i]), CTX_DEADLINE_EXCEEDED);
             assert_true(fired[i] >= d);
         } else {
-            assert_int_equal(ctx_err(cs[i]), CTX_CANCELED);
+            /* Cancelled, unless its deadline came first (on a busy machine
+             * the insert loop may outlast the first deadlines). */
+            int e = ctx_err(cs[i]);
+            if (e != CTX_CANCELED) {
+                assert_int_equal(e, CTX_DEADLINE_EXCEEDED);
+                assert_true(fired[i] >= d);
+            }
         }
     }
     for (int i = 0; i < N; i++)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The CTest emulator of make test's valgrind step (scripts/test.d/70-valgrind.sh):
 # runs a test program under memcheck. A memcheck error or leak (exit 99) is
-# recorded in $CTX_MEMCHECK_ERRORS, so that the step fails on it even if
-# ctest's retry of a timing-sensitive test passes the second time.
+# recorded in $CTX_MEMCHECK_ERRORS, so that the step fails on it whatever
+# the test program itself reported.
 #   memcheck.sh SUPPRESSIONS PROGRAM [ARGS...]
 supp=$1
 shift

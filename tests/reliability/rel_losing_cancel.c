@@ -1,7 +1,7 @@
 /* Regression test for a core bug found by rel_soak, "losing cancel"
  * (docs/RELIABILITY.md), fixed in 15674ff.
  *
- * Contract (ctx.h, DESIGN.md): when ctx_cancel() returns, every descendant
+ * Contract (ctx.h, "Cancellation"): when ctx_cancel() returns, every descendant
  * is done. A ctx_cancel() that finds the context already done returns 0 at
  * once, though, even while the cancellation that won (another thread's, or
  * the timer's) is still walking the subtree: the caller then sees live

@@ -503,5 +503,5 @@ _Static_assert(offsetof(struct ctx, u.c.err) ==
                    offsetof(struct ctx__view, err),
                "ctx.h's view of a context: err");
 
-/* The memory target of DESIGN.md section 3. */
+/* The memory target: a cancel context in at most 96 bytes (bench/RESULTS.md). */
 _Static_assert(CTX_CANCEL_SIZE <= 96, "a cancel context must fit in 96 bytes");

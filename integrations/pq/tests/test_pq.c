@@ -533,7 +533,10 @@ static void test_memory(void **state)
             before = mallinfo2();
         ctx_t *ctx = ctx_with_timeout(ctx_background(), 20 * MS);
         errno = 0;
-        assert_null(ctx_pq_exec(ctx, c, "SELECT pg_sleep(30)"));
+        PGresult *r = ctx_pq_exec(ctx, c, "SELECT pg_sleep(30)");
+        if (r != NULL)
+            fail_msg("round %d: a result: %s %s", i,
+                     PQresStatus(PQresultStatus(r)), PQresultErrorMessage(r));
         assert_int_equal(errno, ETIMEDOUT);
         ctx_release(ctx);
         tp_assert_gone(admin, pid);

@@ -179,7 +179,7 @@ static void test_cancel_running(void **state)
         tp_assert_running(admin, pid);
         ctx_time_t t0 = ctx_now();
         ctx_cancel(ctx);
-        tu_join_within(j.t, TP_FAR);
+        tu_join_within(j.t, TP_GRACE_RETURN + TP_FAR);
         assert_null(j.res);
         assert_int_equal(j.err, ECANCELED);
         tu_assert_between(j.returned - t0, 0, TP_RETURN);
@@ -237,7 +237,7 @@ static void test_deadline_streaming(void **state)
     struct tp_job j;
     tp_job_start(&j, ctx, c, sql);
     tp_assert_running(admin, pid);
-    tu_join_within(j.t, TP_FAR);
+    tu_join_within(j.t, TP_GRACE_RETURN + TP_FAR);
     assert_null(j.res);
     assert_int_equal(j.err, ETIMEDOUT);
     tu_assert_between(j.returned - t0, d, d + TP_RETURN);
@@ -252,7 +252,7 @@ static void test_deadline_streaming(void **state)
     tu_sleep(100 * MS); /* not a synchronisation: lets rows accumulate */
     t0 = ctx_now();
     ctx_cancel(ctx);
-    tu_join_within(j.t, TP_FAR);
+    tu_join_within(j.t, TP_GRACE_RETURN + TP_FAR);
     assert_null(j.res);
     assert_int_equal(j.err, ECANCELED);
     tu_assert_between(j.returned - t0, 0, TP_RETURN);
@@ -366,7 +366,7 @@ static void test_stopped_backend(void **state)
     assert_int_equal(kill(pid, SIGSTOP), 0);
     ctx_time_t t0 = ctx_now();
     ctx_cancel(ctx);
-    tu_join_within(j.t, TP_FAR);
+    tu_join_within(j.t, TP_GRACE_RETURN + TP_FAR);
     ctx_duration_t took = j.returned - t0;
     assert_int_equal(kill(pid, SIGCONT), 0);
     assert_null(j.res);
@@ -408,7 +408,7 @@ static void test_terminated_backend(void **state)
     snprintf(sql, sizeof sql, "SELECT pg_terminate_backend(%d)::int", pid);
     ctx_time_t t0 = ctx_now();
     assert_int_equal(tp_scalar(admin, sql), 1);
-    tu_join_within(j.t, TP_FAR);
+    tu_join_within(j.t, TP_GRACE_RETURN + TP_FAR);
     assert_non_null(j.res);
     assert_int_equal(PQresultStatus(j.res), PGRES_FATAL_ERROR);
     tu_assert_between(j.returned - t0, 0, TP_RETURN * 4);

@@ -142,7 +142,8 @@ CTX_API ctx_pq_pool_t *ctx_pq_pool_new(const char *conninfo,
  * ctx_pq_connect() while fewer than max_conns exist, or waits for one to be
  * released, the wait and the connect bounded by ctx. The connection is the
  * caller's until ctx_pq_pool_release(); it is CONNECTION_OK and PQTRANS_IDLE
- * when handed out. Returns NULL with errno: ctx_err(ctx) when ctx ended
+ * when handed out (an idle connection that received data while idle, e.g.
+ * the server ending it, is probed with one empty query under ctx first). Returns NULL with errno: ctx_err(ctx) when ctx ended
  * first, ECONNREFUSED when a new connection failed (its libpq message is
  * kept, see ctx_pq_pool_last_error), ETIMEDOUT (the conninfo's
  * connect_timeout), EINVAL (NULL argument, pool being freed), ENOMEM. */

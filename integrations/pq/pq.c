@@ -560,6 +560,14 @@ static int collect(ctx_t *ctx, PGconn *conn, ctx_time_t until, int was_nb,
         if ((ev & POLLIN) && !PQconsumeInput(conn))
             break;
     }
+    /* Sent: the application's mode can come back now, with nothing left to
+     * flush. Done before the results arrive because PQsetnonblocking()
+     * clears the connection's error message, which PQerrorMessage() must
+     * report after a failed command as it does after PQexec(). Reading
+     * never blocks in either mode: PQgetResult() is called only when
+     * PQisBusy() says the result is complete. */
+    if (!was_nb && PQstatus(conn) != CONNECTION_BAD)
+        (void)PQsetnonblocking(conn, 0);
     for (;;) {
         while (PQisBusy(conn)) {
             ev = wait_sock(ctx, PQsocket(conn), POLLIN, until);
@@ -636,7 +644,7 @@ static PGresult *run(ctx_t *ctx, PGconn *conn, const struct query *q,
     PGresult *res = NULL;
     err = sent ? collect(ctx, conn, until, was_nb, cancel_on_timeout, &res)
                : EIO;
-    if (!was_nb && PQstatus(conn) != CONNECTION_BAD)
+    if (!was_nb && PQisnonblocking(conn) && PQstatus(conn) != CONNECTION_BAD)
         (void)PQsetnonblocking(conn, 0);
     if (err != 0) {
         errno = err;

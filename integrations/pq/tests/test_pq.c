@@ -119,6 +119,8 @@ static void test_exec(void **state)
     assert_int_equal(PQresultStatus(r), PGRES_FATAL_ERROR);
     assert_string_equal(PQresultErrorField(r, PG_DIAG_SQLSTATE), "22012");
     PQclear(r);
+    /* ... and PQerrorMessage() reports it, as after PQexec(). */
+    assert_non_null(strstr(PQerrorMessage(c), "division by zero"));
 
     /* Parameters, under a live deadline; non-blocking mode kept. */
     assert_int_equal(PQsetnonblocking(c, 1), 0);

@@ -83,29 +83,6 @@ for page in "$ref"/*.md; do
   for src in "$tmp/$name".*.c; do
     [ -f "$src" ] || continue
     obj=${src%.c}
-    # An integration's example (it includes <ctx/NAME.h> of an integration
-    # with a pkg-config module listed below) needs its service (a database
-    # server ...): compiled with the dependency's flags, not linked or run;
-    # skipped when the dependency is not installed.
-    integ=$(sed -n 's|^#include <ctx/\(pq\)\.h>.*|\1|p' "$src" | head -n 1)
-    if [ -n "$integ" ]; then
-      case $integ in
-        pq) mod=libpq ;;
-      esac
-      if ! depflags=$(pkg-config --cflags "$mod" 2>/dev/null); then
-        skipped=$((skipped + 1))
-        continue
-      fi
-      # shellcheck disable=SC2086
-      if ! "$cc" -DCTX_STATIC -I"$inc" $depflags -Wall -Werror -c -o "$obj.o" "$src" \
-           > "$obj.log" 2>&1; then
-        err "$name: example $(basename "$src") does not compile:"
-        cat "$obj.log"
-        continue
-      fi
-      compiled=$((compiled + 1))
-      continue
-    fi
     if grep -q 'int main' "$src"; then
       if ! "$cc" -DCTX_STATIC -I"$inc" -Wall -Werror -o "$obj" "$src" "$lib" \
            -pthread > "$obj.log" 2>&1; then

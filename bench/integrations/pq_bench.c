@@ -5,6 +5,7 @@
  *
  *   bench_pq CONNINFO [ROUNDS]
  */
+#define _POSIX_C_SOURCE 200809L
 #include <ctx.h>
 #include <ctx/pq.h>
 

@@ -17,20 +17,25 @@
  *    Calls wait in poll() on PQsocket() and the context's done fd: no thread
  *    and no fd per call.
  *  - Cancel on the server. When the context ends during a query, the query
- *    is cancelled on the server with PostgreSQL's cancel request (PQcancel(),
- *    which blocks, so it runs on libctx's shared executor, at most
- *    CTX_PQ_CANCEL_LANES at a time process-wide) and the rest of the result
- *    is read and thrown away, so the connection is ready for the next query.
- *    This clean-up is bounded by CTX_PQ_GRACE_MS, counted from the moment the
- *    call saw its context end, independently of that context: a call returns
- *    at the latest CTX_PQ_GRACE_MS (plus scheduling) after the deadline or
- *    cancel. If the server has not acknowledged the cancel by then (a backend
- *    or postmaster stopped, a network gone silent), the connection is marked
- *    broken: its socket is shut down and closed, PQstatus() is CONNECTION_BAD,
- *    PQtransactionStatus() is PQTRANS_UNKNOWN, every later query fails at
- *    once with "no connection to the server" (the ctx_pq_exec* functions
- *    return NULL with errno EIO), and PQreset() or PQfinish() are the ways
- *    on. The server ends such a backend when it next reads the closed socket.
+ *    is cancelled on the server with PostgreSQL's cancel request and the
+ *    rest of the result is read and thrown away, so the connection is ready
+ *    for the next query. The calling thread sends the request itself on a
+ *    non-blocking socket (libpq 15 and 16: with the key PQgetCancel()
+ *    copies, checked against the connection); where that is not possible it
+ *    falls back to the blocking PQcancel() on libctx's shared executor, at
+ *    most CTX_PQ_CANCEL_LANES at a time process-wide. No request of the call
+ *    is left in flight when it returns, so none can hit a later query.
+ *    This clean-up is bounded by the grace (CTX_PQ_GRACE_MS, see
+ *    ctx_pq_set_grace()), counted from the moment the call saw its context
+ *    end and independent of that context: a call returns at the latest one
+ *    grace (plus scheduling) after the deadline or cancel. If the server
+ *    has not acknowledged the cancel by then (a backend or postmaster
+ *    stopped, a network gone silent), the connection is marked broken: its
+ *    socket is shut down and closed, PQstatus() is CONNECTION_BAD, PQsocket()
+ *    is -1, every later query fails at once (the ctx_pq_exec* functions
+ *    return NULL with errno EIO, PQerrorMessage() says "no connection to the
+ *    server"), and PQreset() or PQfinish() are the ways on. The server ends
+ *    that backend when it next reads the closed socket.
  *  - Transactions. A statement cancelled inside a transaction block aborts
  *    the transaction on the server: PQtransactionStatus() is PQTRANS_INERROR
  *    afterwards and the server refuses further statements until ROLLBACK.
@@ -73,7 +78,7 @@ extern "C" {
  * cleaning up keep the value they started with. */
 CTX_API ctx_duration_t ctx_pq_set_grace(ctx_duration_t grace);
 
-/* At most this many cancel requests (PQcancel() calls) block executor
+/* Fallback path only: at most this many PQcancel() calls block executor
  * threads at once, process-wide; others queue behind them. A postmaster
  * that stops answering can therefore hold at most this many of libctx's
  * shared executor threads, never all of them. */
@@ -137,7 +142,8 @@ CTX_API ctx_pq_pool_t *ctx_pq_pool_new(const char *conninfo,
  * ctx_pq_connect() while fewer than max_conns exist, or waits for one to be
  * released, the wait and the connect bounded by ctx. The connection is the
  * caller's until ctx_pq_pool_release(); it is CONNECTION_OK and PQTRANS_IDLE
- * when handed out. Returns NULL with errno: ctx_err(ctx) when ctx ended
+ * when handed out (an idle connection that received data while idle, e.g.
+ * the server ending it, is probed with one empty query under ctx first). Returns NULL with errno: ctx_err(ctx) when ctx ended
  * first, ECONNREFUSED when a new connection failed (its libpq message is
  * kept, see ctx_pq_pool_last_error), ETIMEDOUT (the conninfo's
  * connect_timeout), EINVAL (NULL argument, pool being freed), ENOMEM. */

@@ -462,7 +462,6 @@ static int abandon(PGconn *conn, int was_nb, int err, bool send_cancel)
 {
     ctx_time_t end = ctx_now() + GRACE;
     ctx_time_t resend = 0;
-    bool cancelled = false; /* the server said 57014 query_canceled */
     struct cancel cn;
     int f;
     cancel_init(&cn, conn);
@@ -483,9 +482,6 @@ static int abandon(PGconn *conn, int was_nb, int err, bool send_cancel)
             if (r == NULL)
                 goto drained;
             ExecStatusType st = PQresultStatus(r);
-            const char *code = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-            if (code != NULL && strcmp(code, "57014") == 0)
-                cancelled = true;
             PQclear(r);
             if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT ||
                 st == PGRES_COPY_BOTH)
@@ -519,14 +515,15 @@ static int abandon(PGconn *conn, int was_nb, int err, bool send_cancel)
         }
     }
 drained:
-    /* A request still queued or in flight would cancel the next query. One
-     * request whose cancel the server reported has done its work; a
+    /* A request still queued or in flight would cancel the next query. A
      * request not fully sent is dropped (the postmaster ignores a partial
-     * one). Otherwise wait for the postmaster to finish serving it. */
+     * one). A sent one is waited for until the postmaster closes it, as
+     * PQcancel() does, even when the server already reported the cancel:
+     * the postmaster signals the backend twice (its pid, then its process
+     * group), and the second signal may come after the first has ended the
+     * query; only the close says both have been sent. */
     if (cn.direct) {
         if (cn.fd >= 0 && cn.off < sizeof cn.pkt)
-            cancel_close_fd(&cn);
-        if (cn.fd >= 0 && cancelled && cn.sent == 1)
             cancel_close_fd(&cn);
         while (cn.fd >= 0) {
             int ev = wait_sock(NULL, cn.fd, POLLIN, end);
@@ -563,6 +560,14 @@ static int collect(ctx_t *ctx, PGconn *conn, ctx_time_t until, int was_nb,
         if ((ev & POLLIN) && !PQconsumeInput(conn))
             break;
     }
+    /* Sent: the application's mode can come back now, with nothing left to
+     * flush. Done before the results arrive because PQsetnonblocking()
+     * clears the connection's error message, which PQerrorMessage() must
+     * report after a failed command as it does after PQexec(). Reading
+     * never blocks in either mode: PQgetResult() is called only when
+     * PQisBusy() says the result is complete. */
+    if (!was_nb && PQstatus(conn) != CONNECTION_BAD)
+        (void)PQsetnonblocking(conn, 0);
     for (;;) {
         while (PQisBusy(conn)) {
             ev = wait_sock(ctx, PQsocket(conn), POLLIN, until);
@@ -639,7 +644,7 @@ static PGresult *run(ctx_t *ctx, PGconn *conn, const struct query *q,
     PGresult *res = NULL;
     err = sent ? collect(ctx, conn, until, was_nb, cancel_on_timeout, &res)
                : EIO;
-    if (!was_nb && PQstatus(conn) != CONNECTION_BAD)
+    if (!was_nb && PQisnonblocking(conn) && PQstatus(conn) != CONNECTION_BAD)
         (void)PQsetnonblocking(conn, 0);
     if (err != 0) {
         errno = err;

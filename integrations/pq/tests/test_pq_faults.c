@@ -41,7 +41,7 @@ static int group_setup(void **state)
     postmaster = (pid_t)strtol(buf, NULL, 10);
     assert_true(postmaster > 1);
     tp_warm_up();
-    tp_grace = (ctx_duration_t)CTX_PQ_GRACE_MS * MS * TU_SLOW;
+    tp_grace = 3 * (ctx_duration_t)CTX_PQ_GRACE_MS * MS * TU_SLOW;
     ctx_pq_set_grace(tp_grace);
     admin = tp_plain(ci);
     return 0;
@@ -94,7 +94,7 @@ static void test_stopped_postmaster(void **state)
      * the call returns after the grace with the connection broken. */
     t0 = ctx_now();
     ctx_cancel(ctx);
-    tu_join_within(j.t, TP_FAR);
+    tu_join_within(j.t, TP_GRACE_RETURN + TP_FAR);
     assert_null(j.res);
     assert_int_equal(j.err, ECANCELED);
     tu_assert_between(j.returned - t0, 0, TP_GRACE_RETURN);
@@ -131,7 +131,7 @@ static void test_server_killed(void **state)
     tp_assert_running(admin, pid);
     ctx_time_t t0 = ctx_now();
     assert_int_equal(kill(postmaster, SIGQUIT), 0); /* immediate shutdown */
-    tu_join_within(j.t, TP_FAR);
+    tu_join_within(j.t, TP_GRACE_RETURN + TP_FAR);
     assert_non_null(j.res);
     assert_int_equal(PQresultStatus(j.res), PGRES_FATAL_ERROR);
     print_message("server killed: %s", PQresultErrorMessage(j.res));

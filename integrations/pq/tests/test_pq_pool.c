@@ -126,7 +126,7 @@ static void test_pool_wait(void **state)
     tu_sleep(50 * MS); /* not a synchronisation: it may or may not wait yet */
     t0 = ctx_now();
     ctx_cancel(ctx);
-    tu_join_within(j.t, TP_FAR);
+    tu_join_within(j.t, TP_GRACE_RETURN + TP_FAR);
     assert_null(j.res);
     assert_int_equal(j.err, ECANCELED);
     tu_assert_between(j.returned - t0, 0, TP_RETURN);
@@ -188,7 +188,7 @@ static void test_pool_broken(void **state)
     tp_assert_running(admin, pid);
     assert_int_equal(kill(pid, SIGSTOP), 0);
     ctx_cancel(ctx);
-    tu_join_within(j.t, TP_FAR);
+    tu_join_within(j.t, TP_GRACE_RETURN + TP_FAR);
     assert_int_equal(kill(pid, SIGCONT), 0);
     assert_int_equal(j.err, ECANCELED);
     assert_int_equal(PQstatus(b), CONNECTION_BAD);

@@ -34,23 +34,6 @@ struct job {
     int order;
 };
 
-/* ThreadSanitizer refuses new threads in the child of a multi-threaded
- * process unless told otherwise: the child's pool must start there. */
-#if defined(__SANITIZE_THREAD__)
-#define TU_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define TU_TSAN 1
-#endif
-#endif
-#ifdef TU_TSAN
-const char *__tsan_default_options(void);
-__attribute__((visibility("default"))) const char *__tsan_default_options(void)
-{
-    return "die_after_fork=0";
-}
-#endif
-
 static _Atomic int order_next;
 
 static void run_job(ctx_task_t *t)

@@ -818,6 +818,7 @@ struct nrec {
     pthread_t thread;
     int self_stop;         /* -1: fn does not stop itself */
     int spin;              /* busy iterations inside fn (race widening) */
+    ctx_duration_t hold;   /* time fn takes (yielding), if not 0 */
 };
 
 static void nrec_init(struct nrec *r)
@@ -842,6 +843,8 @@ static void nrec_fn(ctx_after_node_t *node)
         r->self_stop = ctx_after_node_stop(node) ? 1 : 0;
     for (volatile int i = 0; i < r->spin; i++)
         ;
+    for (ctx_time_t t0 = ctx_now(); r->hold != 0 && ctx_now() - t0 < r->hold;)
+        sched_yield();
     atomic_store(&r->in_fn, 0);
     atomic_store(&r->finished, 1);
 }
@@ -1113,11 +1116,21 @@ static void test_node_stop_races_cancel(void **state)
                                                   CTX_AFTER_NO_INLINE),
                              0);
         }
+        /* Every eighth round: stop once the first node's fn (a long one,
+         * 5 ms) runs, last node first, so that the stops find the others
+         * queued in the run list and must wait for the canceller to pass
+         * them. */
+        bool queued = i % 8 == 7;
+        if (queued)
+            rs[0]->hold = 5 * CTX_MILLISECOND;
         pthread_t t = tu_spawn(cancel_node_thread, c);
         if (i % 3 == 1)
             sched_yield();
+        if (queued)
+            while (atomic_load(&rs[0]->calls) == 0)
+                sched_yield();
         for (int k = 0; k < K; k++) {
-            int j = (i % 2) ? k : K - 1 - k;
+            int j = (i % 2) ? K - 1 - k : k;
             bool stopped = ctx_after_node_stop(&rs[j]->node);
             int calls = atomic_load(&rs[j]->calls);
             if (stopped) {
@@ -1136,6 +1149,7 @@ static void test_node_stop_races_cancel(void **state)
         ctx_release(c);
     }
     assert_int_equal(prevented + ran, (long)iters * K);
+    print_message("%ld stops prevented fn, %ld found it run\n", prevented, ran);
     tu_settle();
     tu_assert_no_live();
 }

@@ -285,6 +285,71 @@ CTX_API ctx_after_t *ctx_after_func_flags(ctx_t *ctx, void (*fn)(void *arg),
  * afterwards; called from inside fn itself, it does not wait. NULL: false. */
 CTX_API bool ctx_after_stop(ctx_after_t *reg);
 
+/*
+ * Intrusive after-funcs: the registration lives in caller memory (40 bytes
+ * on LP64) and nothing is allocated, for code that watches many contexts
+ * (the notifier of <ctx/notify.h> embeds one per watch). Same exactly-once
+ * and stop rules as ctx_after_func_flags() and ctx_after_stop(), with these
+ * differences:
+ *  - The node holds no reference: ctx must stay alive (the caller holds a
+ *    reference) from ctx_after_node_start() until ctx_after_node_stop()
+ *    returns, and the node's memory must stay valid as long.
+ *  - Every successful start is ended by exactly one ctx_after_node_stop();
+ *    after it returns the library never touches the node, which may then be
+ *    freed or started again. Stop on a zeroed or stopped node: false.
+ *  - Once fn has started, the library no longer uses `link` (fn may use it,
+ *    e.g. to queue the node), and writes only its private state word, once,
+ *    when fn returns: fn must not free the node.
+ *  - fn must be short and must never block, stop another node, or wait for
+ *    anything: fns of nodes run before the other after-funcs of a
+ *    cancellation, and a stop of a node whose context is being cancelled
+ *    waits until the cancelling thread has reached that node (a few atomic
+ *    operations per node queued before it).
+ *  - `user` is the caller's (never read or written by the library) and so
+ *    is `link` while the node is not started or once fn has started;
+ *    `ctx` is the context of the last start (read-only).
+ * Zero a node before its first use (memset, calloc, CTX_AFTER_NODE_INIT).
+ */
+typedef struct ctx_after_link {
+    struct ctx_after_link *next;
+    struct ctx_after_link **prev;
+} ctx_after_link_t;
+typedef struct ctx_after_node ctx_after_node_t;
+struct ctx_after_node {
+    ctx_after_link_t link; /* see above */
+    uint32_t state_;       /* private */
+    uint32_t user;         /* the caller's */
+    ctx_t *ctx;            /* read-only: the context of the last start */
+    void (*fn_)(ctx_after_node_t *node); /* private */
+};
+#ifdef __cplusplus
+#define CTX_AFTER_NODE_INIT {}
+#else
+#define CTX_AFTER_NODE_INIT {0}
+#endif
+
+/* Starts `node`: fn(node) runs exactly once after ctx is done, unless
+ * ctx_after_node_stop() prevents it, in the cancelling thread or the timer
+ * thread, after every library lock is dropped. On a context that can never
+ * be done, fn never runs. If ctx is already done: with CTX_AFTER_NO_INLINE,
+ * returns ctx_err(ctx) (CTX_CANCELED or CTX_DEADLINE_EXCEEDED) and the node
+ * is not started (node->ctx is set all the same); without it, fn runs in
+ * the calling thread before this returns 0 (stop the node afterwards as
+ * usual). Returns 0, or EINVAL (NULL node, ctx or fn, unknown flags) or
+ * EBUSY (node started and not stopped), in which case fn never runs and
+ * the node is unchanged. Never allocates. */
+CTX_API int ctx_after_node_start(ctx_after_node_t *node, ctx_t *ctx,
+                                 void (*fn)(ctx_after_node_t *node),
+                                 unsigned flags);
+
+/* Ends a started node: returns true iff this call prevented fn from
+ * starting (also when the context is done but fn has not started yet, and
+ * always on a context that can never be done). If fn is running in another
+ * thread, waits for it to return; called from inside fn itself, it does not
+ * wait (and returns false). On return the library no longer uses the node.
+ * NULL, a zeroed or an already stopped node: false. */
+CTX_API bool ctx_after_node_stop(ctx_after_node_t *node);
+
 /* Describes ctx in the shape of Go's String(), e.g.
  *   context.Background.WithCancel.WithValue(trace-id, ...)
  *   context.Background.WithDeadline(2026-12-02T01:50:12.5Z [99.8ms])

@@ -16,21 +16,20 @@
  *     ...
  *     ctx_notify_unwatch(&c->w);                   // true: on_done will not run
  *
- * How it works. A watch registers one after-func on its context
- * (ctx_after_func_flags() with CTX_AFTER_NO_INLINE). When the context is
- * done, that after-func, running in the cancelling thread or the timer
- * thread, only pushes the watch onto the notifier's lock-free ready list and,
- * if no wakeup is pending yet, writes the wakeup fd once (an eventfd on
- * Linux, a pipe elsewhere): a batch of any size costs one write. The loop
- * sees the fd readable and calls ctx_notify_dispatch(), which runs the
- * callbacks in its own thread. No callback ever runs in the cancelling
- * thread or the timer thread, and no fd is used per watch.
+ * How it works. A watch embeds one intrusive after-func node
+ * (ctx_after_node_start() with CTX_AFTER_NO_INLINE): nothing is allocated
+ * for it. When the context is done, the node's function, running in the
+ * cancelling thread or the timer thread, only pushes the watch onto the
+ * notifier's lock-free ready list and, if no wakeup is pending yet, writes
+ * the wakeup fd once (an eventfd on Linux, a pipe elsewhere): a batch of
+ * any size costs one write. The loop sees the fd readable and calls
+ * ctx_notify_dispatch(), which runs the callbacks in its own thread. No
+ * callback ever runs in the cancelling thread or the timer thread, and no
+ * fd is used per watch.
  *
  * Cost of a watch (LP64): the ctx_notify_watch_t, 64 bytes, owned by the
- * caller (embed it in your own struct: no allocation for it), plus the one
- * after-func registration the core allocates (64 bytes, 80 with malloc's
- * header), so about 144 bytes of memory and no fd in total. Delivery
- * allocates nothing.
+ * caller (embed it in your own struct), and nothing else: no allocation,
+ * no fd. Watching, unwatching and delivery allocate nothing.
  *
  * Threads. The notifier belongs to one loop: ctx_notify_watch(),
  * ctx_notify_unwatch(), ctx_notify_dispatch(), ctx_notify_watching(),
@@ -97,12 +96,9 @@ struct ctx_notify_watch {
     void *data; /* the caller's: never read or written by the library */
     /* private */
     ctx_notify_cb cb_;
-    ctx_t *ctx_;
-    ctx_after_t *reg_;
     ctx_notify_t *n_;
-    ctx_notify_watch_t *next_;
-    ctx_notify_watch_t **pprev_;
-    uint32_t state_;
+    ctx_after_node_t node_; /* the registration; its link queues the watch
+                             * once done, its user word is the state */
 };
 #ifdef __cplusplus
 #define CTX_NOTIFY_WATCH_INIT {}
@@ -130,8 +126,8 @@ CTX_API int ctx_notify_fd(const ctx_notify_t *n);
  * inside this call), and the fd is made readable. A context that can never
  * be done (the roots, without_cancel) is accepted and never delivered.
  * The watch takes its own reference to ctx (rule 2).
- * Returns 0, EINVAL (NULL n, w, ctx or cb), EBUSY (w is active) or ENOMEM;
- * on error cb will never be called and w stays inactive. */
+ * Returns 0, EINVAL (NULL n, w, ctx or cb) or EBUSY (w is active); on
+ * error cb will never be called and w stays inactive. Never allocates. */
 CTX_API int ctx_notify_watch(ctx_notify_t *n, ctx_notify_watch_t *w,
                              ctx_t *ctx, ctx_notify_cb cb);
 

@@ -41,7 +41,7 @@ struct ctx_cancel_part {
     ctx_time_t deadline;        /* effective: own or inherited (if HAS_DEADLINE) */
     _Atomic uint32_t heap_idx;  /* timer shard << 28 | slot in its heap, or CTX_NO_HEAP; changed under that shard's lock */
     _Atomic int done_fd;        /* -1 until ctx_done_fd() */
-    struct ctx_after *afters;   /* pending after-func registrations */
+    ctx_after_link_t *afters;   /* pending registrations and nodes */
 #ifndef CTX_HAVE_FUTEX
     int done_wfd;               /* write end of the pipe */
 #endif
@@ -76,16 +76,18 @@ struct ctx {
 #define CTX_CANCEL_SIZE (CTX_HEADER_SIZE + sizeof(struct ctx_cancel_part))
 #define CTX_VALUE_SIZE (CTX_HEADER_SIZE + sizeof(struct ctx_value_part))
 
-/* An after-func registration. */
+/* An after-func registration. It starts like a ctx_after_node (link, then
+ * the state word) so that both kinds share the node's list; node states
+ * carry CTX_AFTER_NODE_BIT, a registration's never do. */
 struct ctx_after {
+    ctx_after_link_t l;       /* in node's list (l.prev != NULL), then in a
+                               * run list */
+    _Atomic uint32_t state;   /* enum below; futex word for stop's wait */
+    _Atomic uint32_t refs;    /* the user's stop + a run list holding it */
     void (*fn)(void *arg);
     void *arg;
     struct ctx *ctx;          /* the context given: holds a reference */
     struct ctx *node;         /* ctx->src: where it is linked, or NULL */
-    struct ctx_after *next;   /* in node's list, then in a run list */
-    struct ctx_after **pprev; /* NULL when not linked in node's list */
-    _Atomic uint32_t state;   /* enum below; futex word for stop's wait */
-    _Atomic uint32_t refs;    /* the user's stop + a run list holding it */
     _Atomic(uintptr_t) runner; /* thread running fn (for stop from inside) */
 #ifdef CTX_DEBUG
     uint32_t magic;
@@ -98,6 +100,7 @@ enum {
     CTX_AFTER_FINISHED = 2,
     CTX_AFTER_STOPPED = 3,
 };
+#define CTX_AFTER_NODE_BIT 0x100u
 #define CTX_AFTER_MAGIC 0xaf7e4f0cu
 
 /* Internal interfaces. */
@@ -128,11 +131,13 @@ bool ctx__try_retain(ctx_t *c);
 /* after.c: moves a node's pending registrations to the end of a run list
  * (under the node's lock), then runs them (no lock held). */
 struct ctx__run {
-    struct ctx_after *head;
-    struct ctx_after **tail;
+    ctx_after_link_t *head; /* registrations */
+    ctx_after_link_t **tail;
+    ctx_after_link_t *nodes; /* intrusive nodes (run first) */
+    ctx_after_link_t **ntail;
 };
 void ctx__after_collect(ctx_t *node, struct ctx__run *run);
-void ctx__after_run(struct ctx_after *head);
+void ctx__after_run(struct ctx__run *run);
 
 /* timer.c */
 int ctx__timer_insert(ctx_t *c);  /* 0 or ENOMEM / EAGAIN */

@@ -257,7 +257,7 @@ static inline void mark_done(ctx_t *n, int err, int cause, struct ctx__run *run)
 
 bool ctx__cancel(ctx_t *root, int err, int cause)
 {
-    struct ctx__run run = {NULL, &run.head};
+    struct ctx__run run = {NULL, &run.head, NULL, &run.nodes};
 
     ctx__lock(&root->u.c.lock);
     if (ctx__load_err(root) != 0) {
@@ -293,9 +293,9 @@ bool ctx__cancel(ctx_t *root, int err, int cause)
 
     /* Phase 2: no lock held. After-funcs are user code: the canceller's
      * errno survives them. */
-    if (run.head != NULL) {
+    if (run.head != NULL || run.nodes != NULL) {
         int saved = errno;
-        ctx__after_run(run.head);
+        ctx__after_run(&run);
         errno = saved;
     }
     return true;

@@ -1,16 +1,20 @@
 /* The notifier: many watched contexts, one wakeup fd (see <ctx/notify.h>).
  *
- * A watch is in one of three states:
+ * A watch is in one of three states (kept in node_.user):
  *   IDLE    inactive; the library holds nothing of it.
- *   ARMED   an after-func is registered on its context (reg_ != NULL).
+ *   ARMED   its node is started on its context.
  *   QUEUED  done: it sits in the notifier's `incoming` stack (pushed by the
- *           after-func in any thread, pprev_ == NULL) or in the loop's
- *           `ready` list (pprev_ != NULL).
- * Only the loop thread moves a watch to IDLE, and it stops the registration
- * first: ctx_after_stop() either prevents the after-func or waits until it
- * has returned, so once reg_ is stopped no other thread touches the watch.
- * The after-func moves ARMED to QUEUED and is the only code that runs
- * outside the loop thread.
+ *           node's function in any thread, link.prev == NULL) or in the
+ *           loop's `ready` list (link.prev != NULL). The node's link is
+ *           ours once its function has started (or when the context was
+ *           done at watch time and the node was never started).
+ * Only the loop thread moves a watch to IDLE, and it stops the node first:
+ * ctx_after_node_stop() either prevents the function or waits until it has
+ * returned, so once the node is stopped no other thread touches the watch.
+ * The node's function moves ARMED to QUEUED and is the only code that runs
+ * outside the loop thread. An active watch holds its own reference to its
+ * context (node_.ctx), which also keeps the node's context alive as
+ * ctx_after_node_start() requires.
  *
  * Wakeups: `signalled` is 1 while a write to the fd is pending or done and
  * not yet consumed. A producer pushes, then writes the fd only if it turns
@@ -26,94 +30,104 @@
 
 #include <errno.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <unistd.h>
 
 enum { W_IDLE = 0, W_ARMED = 1, W_QUEUED = 2 };
 
 #if UINTPTR_MAX == UINT64_MAX
-_Static_assert(sizeof(ctx_notify_watch_t) == 64,
-               "a watch is 64 bytes on LP64 (documented in notify.h)");
+_Static_assert(sizeof(ctx_notify_watch_t) <= 64,
+               "a watch is at most 64 bytes on LP64 (documented in notify.h)");
 #endif
 
+typedef ctx_after_link_t link_t;
+
+static ctx_notify_watch_t *of_link(link_t *l)
+{
+    return (ctx_notify_watch_t *)((char *)l -
+                                  offsetof(ctx_notify_watch_t, node_.link));
+}
+
 struct ctx_notify {
-    _Atomic(ctx_notify_watch_t *) incoming; /* pushed by after-funcs */
+    _Atomic(link_t *) incoming; /* pushed by the nodes' functions */
     _Atomic uint32_t signalled;
     int rfd, wfd;
-    ctx_notify_watch_t *ready;        /* loop thread only, FIFO */
-    ctx_notify_watch_t **ready_tail;
-    size_t active;                    /* loop thread only */
+    link_t *ready; /* loop thread only, FIFO */
+    link_t **ready_tail;
+    size_t active; /* loop thread only */
 };
 
 static uint32_t state_load(const ctx_notify_watch_t *w)
 {
-    return __atomic_load_n(&w->state_, __ATOMIC_ACQUIRE);
+    return __atomic_load_n(&w->node_.user, __ATOMIC_ACQUIRE);
 }
 
 static void state_store(ctx_notify_watch_t *w, uint32_t s)
 {
-    __atomic_store_n(&w->state_, s, __ATOMIC_RELEASE);
+    __atomic_store_n(&w->node_.user, s, __ATOMIC_RELEASE);
 }
 
 /* Any thread. */
 static void push(ctx_notify_t *n, ctx_notify_watch_t *w)
 {
-    ctx_notify_watch_t *head =
-        atomic_load_explicit(&n->incoming, memory_order_relaxed);
+    link_t *l = &w->node_.link;
+    link_t *head = atomic_load_explicit(&n->incoming, memory_order_relaxed);
     do {
-        w->next_ = head;
+        l->next = head;
     } while (!atomic_compare_exchange_weak_explicit(
-        &n->incoming, &head, w, memory_order_seq_cst, memory_order_relaxed));
+        &n->incoming, &head, l, memory_order_seq_cst, memory_order_relaxed));
     if (atomic_load_explicit(&n->signalled, memory_order_seq_cst) == 0 &&
         atomic_exchange_explicit(&n->signalled, 1, memory_order_seq_cst) == 0)
         ctx__fd_signal(n->wfd);
 }
 
-/* The after-func: runs in the cancelling thread or the timer thread. Once
- * pushed, the watch may be delivered (and freed by its callback) at once:
- * after the push only the notifier is touched, and the notifier outlives
- * this call because dispatch and unwatch end the registration (waiting for
- * this function to return) before the notifier can be freed. */
-static void on_done(void *arg)
+/* The node's function: runs in the cancelling thread or the timer thread.
+ * Once pushed, the watch may be taken by the loop at once, but not
+ * delivered or unwatched before this returns (both stop the node first,
+ * which waits for it), and the notifier cannot be freed before either. */
+static void on_done(ctx_after_node_t *node)
 {
-    ctx_notify_watch_t *w = arg;
+    ctx_notify_watch_t *w =
+        (ctx_notify_watch_t *)((char *)node -
+                               offsetof(ctx_notify_watch_t, node_));
     ctx_notify_t *n = w->n_;
     state_store(w, W_QUEUED);
     push(n, w);
 }
 
-static void ready_append(ctx_notify_t *n, ctx_notify_watch_t *w)
+static void ready_append(ctx_notify_t *n, link_t *l)
 {
-    w->next_ = NULL;
-    w->pprev_ = n->ready_tail;
-    *n->ready_tail = w;
-    n->ready_tail = &w->next_;
+    l->next = NULL;
+    l->prev = n->ready_tail;
+    *n->ready_tail = l;
+    n->ready_tail = &l->next;
 }
 
-static void ready_unlink(ctx_notify_t *n, ctx_notify_watch_t *w)
+static void ready_unlink(ctx_notify_t *n, link_t *l)
 {
-    *w->pprev_ = w->next_;
-    if (w->next_ != NULL)
-        w->next_->pprev_ = w->pprev_;
+    *l->prev = l->next;
+    if (l->next != NULL)
+        l->next->prev = l->prev;
     else
-        n->ready_tail = w->pprev_;
-    w->next_ = NULL;
-    w->pprev_ = NULL;
+        n->ready_tail = l->prev;
+    l->next = NULL;
+    l->prev = NULL;
 }
 
 /* Moves everything pushed so far to the ready list, oldest first. */
 static void take_incoming(ctx_notify_t *n)
 {
-    ctx_notify_watch_t *s =
-        atomic_exchange_explicit(&n->incoming, NULL, memory_order_seq_cst);
-    ctx_notify_watch_t *rev = NULL;
+    link_t *s = atomic_exchange_explicit(&n->incoming, NULL,
+                                         memory_order_seq_cst);
+    link_t *rev = NULL;
     while (s != NULL) {
-        ctx_notify_watch_t *next = s->next_;
-        s->next_ = rev;
+        link_t *next = s->next;
+        s->next = rev;
         rev = s;
         s = next;
     }
     while (rev != NULL) {
-        ctx_notify_watch_t *next = rev->next_;
+        link_t *next = rev->next;
         ready_append(n, rev);
         rev = next;
     }
@@ -131,14 +145,13 @@ static void drain_fd(int fd)
     }
 }
 
+/* The node is stopped (or was never started). */
 static void clear(ctx_notify_watch_t *w)
 {
     w->cb_ = NULL;
-    w->ctx_ = NULL;
-    w->reg_ = NULL;
     w->n_ = NULL;
-    w->next_ = NULL;
-    w->pprev_ = NULL;
+    w->node_.link.next = NULL;
+    w->node_.link.prev = NULL;
     state_store(w, W_IDLE);
 }
 
@@ -195,33 +208,28 @@ CTX_API int ctx_notify_watch(ctx_notify_t *n, ctx_notify_watch_t *w,
     if (state_load(w) != W_IDLE)
         return EBUSY;
     w->cb_ = cb;
-    w->ctx_ = ctx;
     w->n_ = n;
-    w->next_ = NULL;
-    w->pprev_ = NULL;
-    w->reg_ = NULL;
+    ctx_retain(ctx); /* rule 2; also keeps the node's context alive */
     state_store(w, W_ARMED);
-    ctx_after_t *reg =
-        ctx_after_func_flags(ctx, on_done, w, CTX_AFTER_NO_INLINE);
-    if (reg != NULL) {
-        /* on_done may already have run in another thread: it does not read
-         * reg_, and only this thread reads it later. */
-        w->reg_ = reg;
+    int e = ctx_after_node_start(&w->node_, ctx, on_done, CTX_AFTER_NO_INLINE);
+    if (e == 0) {
+        /* on_done may already have run in another thread: it touches only
+         * the link, the state and the notifier. */
         n->active++;
         return 0;
     }
-    int e = errno;
     if (e == CTX_CANCELED || e == CTX_DEADLINE_EXCEEDED) {
-        /* Done already: deliver on the next dispatch, holding our own
-         * reference in place of the registration's. */
-        ctx_retain(ctx);
+        /* Done already: the node was not started (its link is ours, and
+         * node_.ctx is set); deliver on the next dispatch. */
         state_store(w, W_QUEUED);
+        w->node_.link.prev = NULL;
         n->active++;
         push(n, w);
         return 0;
     }
+    ctx_release(ctx);
     clear(w);
-    return e == EINVAL ? EINVAL : ENOMEM;
+    return e;
 }
 
 CTX_API bool ctx_notify_unwatch(ctx_notify_watch_t *w)
@@ -229,23 +237,17 @@ CTX_API bool ctx_notify_unwatch(ctx_notify_watch_t *w)
     if (w == NULL || state_load(w) == W_IDLE)
         return false;
     ctx_notify_t *n = w->n_;
-    if (w->reg_ != NULL) {
-        if (ctx_after_stop(w->reg_)) {
-            /* on_done never ran and never will. */
-            n->active--;
-            clear(w);
-            return true;
-        }
-        /* on_done has run and returned: w is queued. The registration's
-         * reference went with it. */
-    } else {
-        ctx_release(w->ctx_); /* the reference of a done-at-watch */
+    ctx_t *ctx = w->node_.ctx;
+    if (!ctx_after_node_stop(&w->node_)) {
+        /* on_done has run and returned (or the context was done at watch
+         * time): w is queued. */
+        if (w->node_.link.prev == NULL)
+            take_incoming(n);
+        ready_unlink(n, &w->node_.link);
     }
-    if (w->pprev_ == NULL)
-        take_incoming(n);
-    ready_unlink(n, w);
     n->active--;
     clear(w);
+    ctx_release(ctx);
     return true;
 }
 
@@ -257,26 +259,20 @@ CTX_API size_t ctx_notify_dispatch(ctx_notify_t *n)
     atomic_store_explicit(&n->signalled, 0, memory_order_seq_cst);
     take_incoming(n);
     size_t ran = 0;
-    ctx_notify_watch_t *w;
+    link_t *l;
     /* Pop one at a time: a callback may unwatch (unlink) any other. */
-    while ((w = n->ready) != NULL) {
-        ready_unlink(n, w);
-        ctx_t *c = w->ctx_;
+    while ((l = n->ready) != NULL) {
+        ctx_notify_watch_t *w = of_link(l);
+        ready_unlink(n, l);
+        /* Waits, rarely, for on_done's last instructions: once it returns
+         * no other thread uses w, which the callback may free. */
+        (void)ctx_after_node_stop(&w->node_);
+        ctx_t *c = w->node_.ctx;
         ctx_notify_cb cb = w->cb_;
-        ctx_after_t *reg = w->reg_;
         n->active--;
         clear(w); /* inactive before the callback: it may free or reuse w */
-        /* The registration (or, done at watch, our own reference) keeps c
-         * alive through the callback. on_done touches only the notifier
-         * after its push, so the callback need not wait for it to return;
-         * ending the registration afterwards does (rarely: it is a few
-         * instructions from its end), so that once dispatch returns no
-         * other thread uses the notifier for a delivered watch. */
-        cb(w, c);
-        if (reg != NULL)
-            (void)ctx_after_stop(reg);
-        else
-            ctx_release(c);
+        cb(w, c); /* our reference keeps c alive through the call */
+        ctx_release(c);
         ran++;
     }
     return ran;

@@ -808,6 +808,352 @@ static void test_no_inline_flag(void **state)
     tu_assert_no_live();
 }
 
+/* ---- intrusive nodes (ctx_after_node_t) ---- */
+
+struct nrec {
+    ctx_after_node_t node; /* first: the tests cast back */
+    _Atomic int calls;
+    _Atomic int in_fn;     /* 1 while fn runs */
+    _Atomic int finished;
+    pthread_t thread;
+    int self_stop;         /* -1: fn does not stop itself */
+    int spin;              /* busy iterations inside fn (race widening) */
+    ctx_duration_t hold;   /* time fn takes (yielding), if not 0 */
+};
+
+static void nrec_init(struct nrec *r)
+{
+    memset(r, 0, sizeof *r);
+    atomic_init(&r->calls, 0);
+    atomic_init(&r->in_fn, 0);
+    atomic_init(&r->finished, 0);
+    r->self_stop = -1;
+}
+
+static void nrec_fn(ctx_after_node_t *node)
+{
+    struct nrec *r = (struct nrec *)node;
+    atomic_store(&r->in_fn, 1);
+    r->thread = pthread_self();
+    atomic_fetch_add(&r->calls, 1);
+    /* The link is ours once fn has started. */
+    node->link.next = (ctx_after_link_t *)(uintptr_t)0x5a5a;
+    node->link.prev = NULL;
+    if (r->self_stop != -1)
+        r->self_stop = ctx_after_node_stop(node) ? 1 : 0;
+    for (volatile int i = 0; i < r->spin; i++)
+        ;
+    for (ctx_time_t t0 = ctx_now(); r->hold != 0 && ctx_now() - t0 < r->hold;)
+        sched_yield();
+    atomic_store(&r->in_fn, 0);
+    atomic_store(&r->finished, 1);
+}
+
+static void test_node_once(void **state)
+{
+    (void)state;
+    ctx_t *c = ctx_with_cancel(ctx_background());
+    struct nrec r;
+    nrec_init(&r);
+    assert_int_equal(ctx_after_node_start(&r.node, c, nrec_fn, 0), 0);
+    assert_ptr_equal(r.node.ctx, c);
+    /* Started: a second start is refused and changes nothing. */
+    assert_int_equal(ctx_after_node_start(&r.node, c, nrec_fn, 0), EBUSY);
+    assert_int_equal(atomic_load(&r.calls), 0);
+    assert_int_equal(ctx_cancel(c), 0);
+    assert_int_equal(atomic_load(&r.calls), 1);
+    assert_true(pthread_equal(r.thread, pthread_self()));
+    assert_int_equal(ctx_cancel(c), 0);
+    assert_int_equal(atomic_load(&r.calls), 1);
+    assert_false(ctx_after_node_stop(&r.node)); /* ran */
+    assert_false(ctx_after_node_stop(&r.node)); /* stopped already */
+    ctx_release(c);
+
+    /* Reused: stopped before the cancel, it never runs. */
+    c = ctx_with_cancel(ctx_background());
+    assert_int_equal(ctx_after_node_start(&r.node, c, nrec_fn, 0), 0);
+    assert_true(ctx_after_node_stop(&r.node));
+    assert_int_equal(ctx_cancel(c), 0);
+    assert_int_equal(atomic_load(&r.calls), 1);
+    ctx_release(c);
+
+    /* Many nodes and registrations on one context and on a child: each runs
+     * once; stopped ones (every third) never. */
+    enum { N = 64 };
+    struct nrec *rs = calloc(N, sizeof *rs);
+    assert_non_null(rs);
+    _Atomic int regs;
+    atomic_init(&regs, 0);
+    ctx_after_t *reg[N];
+    c = ctx_with_cancel(ctx_background());
+    ctx_t *mid = ctx_with_cancel(c);
+    ctx_t *child = ctx_with_value(mid, &vkey, NULL, NULL);
+    for (int i = 0; i < N; i++) {
+        nrec_init(&rs[i]);
+        assert_int_equal(
+            ctx_after_node_start(&rs[i].node, i % 2 ? child : c, nrec_fn, 0),
+            0);
+        reg[i] = ctx_after_func(i % 2 ? c : child, count_fn, &regs);
+        assert_non_null(reg[i]);
+    }
+    for (int i = 0; i < N; i += 3)
+        assert_true(ctx_after_node_stop(&rs[i].node));
+    assert_int_equal(ctx_cancel(c), 0);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(atomic_load(&rs[i].calls), i % 3 ? 1 : 0);
+        if (i % 3)
+            assert_false(ctx_after_node_stop(&rs[i].node));
+        assert_false(ctx_after_stop(reg[i]));
+    }
+    assert_int_equal(atomic_load(&regs), N);
+    free(rs);
+    ctx_release(child);
+    ctx_release(mid);
+    ctx_release(c);
+    tu_settle();
+    tu_assert_no_live();
+}
+
+static void test_node_done_at_start(void **state)
+{
+    (void)state;
+    ctx_t *c = ctx_with_cancel(ctx_background());
+    ctx_cancel(c);
+    struct nrec r;
+    nrec_init(&r);
+    errno = 0;
+    assert_int_equal(
+        ctx_after_node_start(&r.node, c, nrec_fn, CTX_AFTER_NO_INLINE),
+        CTX_CANCELED);
+    assert_ptr_equal(r.node.ctx, c);
+    assert_int_equal(atomic_load(&r.calls), 0);
+    assert_false(ctx_after_node_stop(&r.node)); /* not started */
+    assert_int_equal(errno, 0);
+
+    /* Without the flag: inline, before start returns. */
+    assert_int_equal(ctx_after_node_start(&r.node, c, nrec_fn, 0), 0);
+    assert_int_equal(atomic_load(&r.calls), 1);
+    assert_true(pthread_equal(r.thread, pthread_self()));
+    assert_false(ctx_after_node_stop(&r.node));
+    ctx_release(c);
+
+    /* A deadline already past, through a value context. */
+    ctx_t *d = ctx_with_timeout(ctx_background(), -1);
+    ctx_t *v = ctx_with_value(d, &vkey, NULL, NULL);
+    assert_int_equal(
+        ctx_after_node_start(&r.node, v, nrec_fn, CTX_AFTER_NO_INLINE),
+        CTX_DEADLINE_EXCEEDED);
+    assert_int_equal(atomic_load(&r.calls), 1);
+    ctx_release(v);
+    ctx_release(d);
+    tu_settle();
+    tu_assert_no_live();
+}
+
+static void test_node_never_done(void **state)
+{
+    (void)state;
+    ctx_t *p = ctx_with_cancel(ctx_background());
+    ctx_t *w = ctx_without_cancel(p);
+    ctx_t *roots[] = {ctx_background(), ctx_todo(), w};
+    for (size_t i = 0; i < sizeof roots / sizeof roots[0]; i++) {
+        struct nrec r;
+        nrec_init(&r);
+        assert_int_equal(
+            ctx_after_node_start(&r.node, roots[i], nrec_fn,
+                                 i % 2 ? CTX_AFTER_NO_INLINE : 0),
+            0);
+        assert_int_equal(ctx_after_node_start(&r.node, roots[i], nrec_fn, 0),
+                         EBUSY);
+        assert_true(ctx_after_node_stop(&r.node));
+        assert_false(ctx_after_node_stop(&r.node));
+        assert_int_equal(atomic_load(&r.calls), 0);
+    }
+    ctx_cancel(p); /* w stays not done */
+    ctx_release(w);
+    ctx_release(p);
+    tu_settle();
+    tu_assert_no_live();
+}
+
+static void test_node_null_args(void **state)
+{
+    (void)state;
+    ctx_t *c = ctx_with_cancel(ctx_background());
+    struct nrec r;
+    nrec_init(&r);
+    assert_int_equal(ctx_after_node_start(NULL, c, nrec_fn, 0), EINVAL);
+    assert_int_equal(ctx_after_node_start(&r.node, NULL, nrec_fn, 0), EINVAL);
+    assert_int_equal(ctx_after_node_start(&r.node, c, NULL, 0), EINVAL);
+    assert_int_equal(ctx_after_node_start(&r.node, c, nrec_fn, 2), EINVAL);
+    assert_false(ctx_after_node_stop(NULL));
+    assert_false(ctx_after_node_stop(&r.node)); /* zeroed */
+    ctx_after_node_t z = CTX_AFTER_NODE_INIT;
+    assert_false(ctx_after_node_stop(&z));
+    ctx_cancel(c);
+    assert_int_equal(atomic_load(&r.calls), 0);
+    ctx_release(c);
+#if UINTPTR_MAX == UINT64_MAX
+    assert_int_equal(sizeof(ctx_after_node_t), 40);
+#endif
+}
+
+static void *cancel_node_thread(void *arg)
+{
+    ctx_cancel((ctx_t *)arg);
+    return NULL;
+}
+
+/* From inside fn, in the cancelling thread and inline. */
+static void test_node_stop_from_inside_fn(void **state)
+{
+    (void)state;
+    for (int inline_run = 0; inline_run < 3; inline_run++) {
+        ctx_t *c = ctx_with_cancel(ctx_background());
+        struct nrec r;
+        nrec_init(&r);
+        r.self_stop = 2;
+        if (inline_run == 1)
+            ctx_cancel(c);
+        assert_int_equal(ctx_after_node_start(&r.node, c, nrec_fn, 0), 0);
+        if (inline_run == 0)
+            ctx_cancel(c);
+        if (inline_run == 2) {
+            pthread_t t = tu_spawn(cancel_node_thread, c);
+            assert_int_equal(pthread_join(t, NULL), 0);
+        }
+        assert_int_equal(atomic_load(&r.calls), 1);
+        assert_int_equal(r.self_stop, 0);
+        assert_false(ctx_after_node_stop(&r.node));
+        ctx_release(c);
+    }
+}
+
+/* stop waits for an fn running in another thread. */
+struct node_gate {
+    ctx_after_node_t node;
+    tu_event_t started;
+    _Atomic int go, finished;
+};
+
+static void gate_fn(ctx_after_node_t *node)
+{
+    struct node_gate *g = (struct node_gate *)node;
+    tu_event_set(&g->started);
+    while (!atomic_load(&g->go))
+        sched_yield();
+    atomic_store(&g->finished, 1);
+}
+
+struct node_stopper {
+    ctx_after_node_t *node;
+    _Atomic long tid;
+    _Atomic int done;
+    bool result;
+};
+
+static void *node_stopper_thread(void *arg)
+{
+    struct node_stopper *s = arg;
+    atomic_store(&s->tid, tu_gettid());
+    s->result = ctx_after_node_stop(s->node);
+    atomic_store(&s->done, 1);
+    return NULL;
+}
+
+static void test_node_stop_waits_for_fn(void **state)
+{
+    (void)state;
+    struct node_gate g;
+    memset(&g, 0, sizeof g);
+    tu_event_init(&g.started);
+    atomic_init(&g.go, 0);
+    atomic_init(&g.finished, 0);
+    ctx_t *c = ctx_with_cancel(ctx_background());
+    assert_int_equal(ctx_after_node_start(&g.node, c, gate_fn, 0), 0);
+    pthread_t ct = tu_spawn(cancel_node_thread, c);
+    assert_true(tu_event_wait(&g.started, 10 * CTX_SECOND));
+    struct node_stopper s = {&g.node, 0, 0, true};
+    atomic_init(&s.tid, 0);
+    atomic_init(&s.done, 0);
+    pthread_t st = tu_spawn(node_stopper_thread, &s);
+    while (atomic_load(&s.tid) == 0)
+        sched_yield();
+    assert_true(tu_wait_blocked(atomic_load(&s.tid), 10 * CTX_SECOND));
+    assert_int_equal(atomic_load(&s.done), 0);
+    atomic_store(&g.go, 1);
+    assert_int_equal(pthread_join(st, NULL), 0);
+    assert_false(s.result);
+    assert_int_equal(atomic_load(&g.finished), 1);
+    assert_int_equal(pthread_join(ct, NULL), 0);
+    ctx_release(c);
+    tu_event_destroy(&g.started);
+    tu_settle();
+    tu_assert_no_live();
+}
+
+/* Hundreds of races between stops in this thread and a cancel in another,
+ * with many nodes per context so that stops also find nodes queued in the
+ * run list. Each node's memory is freed as soon as its stop returns: the
+ * sanitizers catch the library touching it afterwards. */
+static void test_node_stop_races_cancel(void **state)
+{
+    (void)state;
+    enum { K = 16 };
+    const int iters = 800 / TU_SLOW;
+    long prevented = 0, ran = 0;
+    for (int i = 0; i < iters; i++) {
+        ctx_t *c = ctx_with_cancel(ctx_background());
+        ctx_t *child = ctx_with_cancel(c);
+        struct nrec *rs[K];
+        for (int k = 0; k < K; k++) {
+            rs[k] = malloc(sizeof *rs[k]);
+            assert_non_null(rs[k]);
+            nrec_init(rs[k]);
+            rs[k]->spin = (i + k) % 4 * 200;
+            assert_int_equal(ctx_after_node_start(&rs[k]->node,
+                                                  k % 2 ? child : c, nrec_fn,
+                                                  CTX_AFTER_NO_INLINE),
+                             0);
+        }
+        /* Every eighth round: stop once the first node's fn (a long one,
+         * 5 ms) runs, last node first, so that the stops find the others
+         * queued in the run list and must wait for the canceller to pass
+         * them. */
+        bool queued = i % 8 == 7;
+        if (queued)
+            rs[0]->hold = 5 * CTX_MILLISECOND;
+        pthread_t t = tu_spawn(cancel_node_thread, c);
+        if (i % 3 == 1)
+            sched_yield();
+        if (queued)
+            while (atomic_load(&rs[0]->calls) == 0)
+                sched_yield();
+        for (int k = 0; k < K; k++) {
+            int j = (i % 2) ? K - 1 - k : k;
+            bool stopped = ctx_after_node_stop(&rs[j]->node);
+            int calls = atomic_load(&rs[j]->calls);
+            if (stopped) {
+                prevented++;
+                assert_int_equal(calls, 0);
+            } else {
+                ran++;
+                assert_int_equal(calls, 1);
+                assert_int_equal(atomic_load(&rs[j]->finished), 1);
+                assert_int_equal(atomic_load(&rs[j]->in_fn), 0);
+            }
+            free(rs[j]);
+        }
+        assert_int_equal(pthread_join(t, NULL), 0);
+        ctx_release(child);
+        ctx_release(c);
+    }
+    assert_int_equal(prevented + ran, (long)iters * K);
+    print_message("%ld stops prevented fn, %ld found it run\n", prevented, ran);
+    tu_settle();
+    tu_assert_no_live();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -827,6 +1173,13 @@ int main(void)
         cmocka_unit_test(test_stop_races_cancel),
         cmocka_unit_test(test_null_args),
         cmocka_unit_test(test_no_inline_flag),
+        cmocka_unit_test(test_node_once),
+        cmocka_unit_test(test_node_done_at_start),
+        cmocka_unit_test(test_node_never_done),
+        cmocka_unit_test(test_node_null_args),
+        cmocka_unit_test(test_node_stop_from_inside_fn),
+        cmocka_unit_test(test_node_stop_waits_for_fn),
+        cmocka_unit_test(test_node_stop_races_cancel),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

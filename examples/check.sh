@@ -5,7 +5,9 @@ set -uo pipefail
 ex=$1 dir=$2
 slow=${CHECK_SLOW:-1}
 out=$(mktemp)
-trap 'rm -f "$out" "$out".*' EXIT
+spid=""
+# A failed check must not leave the example's server running.
+trap '[ -n "$spid" ] && kill "$spid" 2>/dev/null; rm -f "$out" "$out".*' EXIT
 fail() { echo "FAIL ($ex): $*"; echo "--- output:"; cat "$out"; exit 1; }
 has() { grep -q -- "$1" "$out" || fail "no line matching '$1'"; }
 count() { grep -c -- "$1" "$out"; }
@@ -90,7 +92,8 @@ ex6)
   cpid=$!
   for _ in $(seq 200); do grep -q "#4 GET /slow" "$log" && break; sleep 0.02; done
   kill -INT $spid
-  wait $cpid; wait $spid || fail "server exit status $?"
+  wait $cpid; wait $spid || { st=$?; spid=""; fail "server exit status $st"; }
+  spid=""
   cat "$log" >>"$out"; cat "$out"
   has "client .*resp: quick response"
   has "client .*call api timeout (context deadline exceeded)"

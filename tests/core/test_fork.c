@@ -507,9 +507,11 @@ static void *busy_main(void *arg)
         if (rand_r(&seed) % 2)
             ctx_wait(c);
         ctx_cancel(p);
+        busy_lock(id);
         ctx_release(c);
         ctx_release(t);
         ctx_release(p);
+        busy_unlock(id);
     }
     return NULL;
 }
@@ -533,11 +535,32 @@ static void child_quick(void *arg)
     child_check_no_leak();
 }
 
+/* ASan's allocator (GCC 12's libasan) is not fork-safe: a fork while another
+ * thread allocates or frees can leave its lock held in the child, whose
+ * first malloc then hangs (seen in about 1 of 3 runs of make test under
+ * load). glibc's malloc is, so the plain, TSan and fallback builds fork
+ * anywhere; under ASan, as under valgrind, never inside an allocation or a
+ * free of the busy threads. */
+static bool on_asan(void)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    return true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+    return true;
+#else
+    return false;
+#endif
+#else
+    return false;
+#endif
+}
+
 static void test_fork_while_busy(void **state)
 {
     (void)state;
     atomic_store(&stop_busy, false);
-    busy_guard = on_valgrind();
+    busy_guard = on_valgrind() || on_asan();
     pthread_t th[2];
     for (int i = 0; i < 2; i++)
         th[i] = tu_spawn(busy_main, (void *)(uintptr_t)i);

@@ -10,6 +10,7 @@
  * SIGINT or SIGTERM: graceful shutdown (stop accepting, 1 s of grace for
  * running queries, then cancel them). */
 #include "demo_http.h"
+#include "demo_server.h"
 
 #include <ctx/mhd.h>
 #include <ctx/sigctx.h>
@@ -81,33 +82,5 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: demo_backend --port-file FILE\n");
         return 2;
     }
-    /* The signals only start the shutdown: requests derive from the
-     * server's own root, so that they get their grace period. */
-    int sigs[] = {SIGINT, SIGTERM};
-    ctx_t *stop = ctx_with_signals(ctx_background(), sigs, 2);
-    ctx_mhd_options_t o = {.bind_address = "127.0.0.1",
-                           .mode = CTX_MHD_MODE_THREAD_PER_CONNECTION,
-                           .max_deadline = 30 * CTX_SECOND};
-    ctx_mhd_server_t *srv =
-        stop ? ctx_mhd_start(ctx_background(), &o, handle, NULL) : NULL;
-    if (srv == NULL) {
-        perror("demo_backend: start");
-        return 1;
-    }
-    FILE *f = fopen(port_file, "w");
-    if (f == NULL || fprintf(f, "%u\n", ctx_mhd_port(srv)) < 0 || fclose(f) != 0) {
-        perror(port_file);
-        return 1;
-    }
-    ctx_wait(stop); /* until SIGINT or SIGTERM */
-    ex_log("backend", "signal: shutting down (1 s grace for running queries)");
-    int e = ctx_mhd_shutdown(srv, CTX_SECOND);
-    ctx_mhd_stats_t st;
-    ctx_mhd_stats(srv, &st);
-    ex_log("backend", "stopped: %llu requests, %llu callers hung up, %llu "
-           "cancelled by the shutdown", (unsigned long long)st.requests,
-           (unsigned long long)st.hangups, (unsigned long long)st.shutdown_cancels);
-    ctx_mhd_free(srv);
-    ctx_release(stop);
-    return e == 0 || e == ETIMEDOUT ? 0 : 1; /* ETIMEDOUT: some were cancelled */
+    return demo_serve("backend", port_file, handle, "running queries");
 }

@@ -128,10 +128,15 @@ static void test_fork_child_pool_works(void **state)
         struct job j = {.task = {.fn = run_job}};
         if (ctx_executor_submit(&j.task) != 0)
             _exit(1);
-        ctx_time_t until = ctx_now() + 10 * CTX_SECOND;
-        while (!atomic_load(&j.done))
+        /* Sleep between looks: under valgrind, which runs one thread at
+         * a time, a child spinning on the flag starved the worker it
+         * waits for past a 10 s bound (CI, the valgrind step). */
+        ctx_time_t until = ctx_now() + 10 * CTX_SECOND * TU_SLOW;
+        while (!atomic_load(&j.done)) {
             if (ctx_now() > until)
                 _exit(2);
+            tu_sleep(100 * CTX_MICROSECOND);
+        }
         _exit(0);
     }
     int st;

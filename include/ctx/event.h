@@ -78,7 +78,9 @@ CTX_API int ctx_event_free(ctx_event_t *ce);
  * the next loop iteration if it already is; never inside this call),
  * unless ctx_event_unwatch() comes first. The watch holds a reference to
  * ctx. Returns 0, or -1 with errno EINVAL (NULL argument), EBUSY (w is
- * active) or ENOMEM; on error cb will never be called. */
+ * active) or ENOMEM (libevent's event_add() failed, which it does only when
+ * out of memory); on error cb will never be called. The watch itself never
+ * allocates. */
 CTX_API int ctx_event_watch(ctx_event_t *ce, ctx_event_watch_t *w, ctx_t *ctx,
                             ctx_event_watch_cb cb);
 

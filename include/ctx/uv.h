@@ -87,8 +87,8 @@ CTX_API int ctx_uv_init(uv_loop_t *loop, ctx_uv_t *h);
 /* Watches ctx: cb(w, ctx) runs on the loop thread once ctx is done (on the
  * next loop iteration if it already is; never inside this call), unless
  * ctx_uv_unwatch() comes first. The watch holds a reference to ctx.
- * Returns 0, UV_EINVAL (NULL argument, or h is closing), UV_EBUSY (w is
- * active) or UV_ENOMEM; on error cb will never be called. */
+ * Returns 0, UV_EINVAL (NULL argument, or h is closing) or UV_EBUSY (w is
+ * active); on error cb will never be called. Never allocates. */
 CTX_API int ctx_uv_watch(ctx_uv_t *h, ctx_uv_watch_t *w, ctx_t *ctx,
                          ctx_uv_watch_cb cb);
 

@@ -39,7 +39,7 @@ function(ctx_add_integration name)
   add_library(${obj} OBJECT ${I_SOURCES})
   target_include_directories(${obj} PRIVATE ${PROJECT_SOURCE_DIR}/include)
   target_compile_definitions(${obj} PRIVATE _GNU_SOURCE)
-  target_compile_options(${obj} PRIVATE ${CTX_WARNINGS})
+  target_compile_options(${obj} PRIVATE ${CTX_LIB_FLAGS})
   target_link_libraries(${obj} PRIVATE PkgConfig::CTX_DEP_${U})
 
   add_library(ctx_${name} SHARED $<TARGET_OBJECTS:${obj}>)

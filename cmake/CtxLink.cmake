@@ -4,13 +4,17 @@
 #    its thread-exit destructors outlive any call, so dlclose() must not unmap
 #    it (language bindings dlclose their libraries);
 #  - -z defs: no undefined symbol slips through (not under sanitizers, whose
-#    runtime provides symbols at load time).
+#    runtime provides symbols at load time);
+#  - -Bsymbolic-functions: the library's calls to its own public functions
+#    go straight to them, not through the PLT (with the compile flag
+#    -fno-semantic-interposition: see CTX_LIB_FLAGS in CMakeLists.txt).
 function(ctx_shared_link_options target map)
   if(NOT CMAKE_C_COMPILER_ID MATCHES "GNU|Clang" OR APPLE)
     return()
   endif()
   target_link_options(${target} PRIVATE
-    "LINKER:--version-script=${map}" "LINKER:-z,nodelete")
+    "LINKER:--version-script=${map}" "LINKER:-z,nodelete"
+    "LINKER:-Bsymbolic-functions")
   if(CTX_SANITIZE STREQUAL "")
     target_link_options(${target} PRIVATE "LINKER:-z,defs")
   endif()

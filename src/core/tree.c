@@ -140,7 +140,10 @@ static bool detach_from_parent(ctx_t *c)
     return linked;
 }
 
-/* Frees one node whose last reference is gone; not its parent. */
+/* Frees one node whose last reference is gone; not its parent. The
+ * caller's errno survives: the locks' slow paths keep it, free() does not
+ * change it (glibc 2.33 and later, as POSIX.1-2024 requires), and it is
+ * saved here around the only calls that may set it. */
 void ctx__node_free_one(ctx_t *c)
 {
     if (c->kind == CTX_KIND_CANCEL) {
@@ -150,10 +153,15 @@ void ctx__node_free_one(ctx_t *c)
             detach_from_parent(c);
         if (c->flags & CTX_F_OWN_DEADLINE)
             ctx__timer_remove(c);
-        if (atomic_load_explicit(&c->u.c.done_fd, memory_order_relaxed) >= 0)
+        if (atomic_load_explicit(&c->u.c.done_fd, memory_order_relaxed) >= 0) {
+            int saved = errno; /* close() may set it */
             ctx__done_close(c);
+            errno = saved;
+        }
     } else if (c->kind == CTX_KIND_VALUE && c->u.v.destroy != NULL) {
+        int saved = errno; /* user code */
         c->u.v.destroy(c->u.v.value);
+        errno = saved;
     }
     size_t size = node_size(c);
 #ifdef CTX_DEBUG
@@ -224,11 +232,7 @@ CTX_API void ctx_release(ctx_t *c)
             return;
         }
         ctx_t *parent = c->parent;
-        /* Freeing runs value destructors and closes the done fd: the
-         * caller's errno survives them. */
-        int saved = errno;
-        ctx__node_free_one(c);
-        errno = saved;
+        ctx__node_free_one(c); /* keeps errno */
         c = parent;
     }
 }

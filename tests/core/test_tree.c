@@ -2,6 +2,8 @@
  * input. Translated from Go's context_test.go where it applies. */
 #include "testutil.h"
 
+#include <errno.h>
+
 static void test_roots(void **state)
 {
     (void)state;
@@ -445,6 +447,32 @@ static void test_is_never_done(void **state)
     ctx_release(c);
 }
 
+/* The last release keeps the caller's errno, also when it closes a done
+ * fd or runs a value destructor that sets errno. */
+static void destroy_setting_errno(void *v)
+{
+    (void)v;
+    errno = EBADMSG;
+}
+
+static void test_release_keeps_errno(void **state)
+{
+    (void)state;
+    static const ctx_key_t key = CTX_KEY("errno");
+    static int value;
+    ctx_t *c = ctx_with_cancel(ctx_background());
+    assert_true(ctx_done_fd(c) >= 0);
+    ctx_t *v = ctx_with_value(c, &key, &value, destroy_setting_errno);
+    assert_non_null(v);
+    ctx_cancel(c);
+    errno = ERANGE;
+    ctx_release(c); /* v still holds it */
+    assert_int_equal(errno, ERANGE);
+    ctx_release(v); /* destroy, then c: close of its done fd */
+    assert_int_equal(errno, ERANGE);
+    tu_assert_no_live();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -463,6 +491,7 @@ int main(void)
         cmocka_unit_test(test_defer_cancel_macro),
         cmocka_unit_test(test_inline_and_function_queries_agree),
         cmocka_unit_test(test_is_never_done),
+        cmocka_unit_test(test_release_keeps_errno),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -31,6 +31,30 @@
 #define TU_SLOW 1
 #endif
 
+/* A test whose forked children start threads (the timer thread, the
+ * executor's workers) puts TU_TSAN_ALLOW_THREADS_AFTER_FORK; at file scope:
+ * ThreadSanitizer otherwise refuses new threads in the child of a
+ * multi-threaded process. Expands to nothing in other builds. */
+#if defined(__SANITIZE_THREAD__)
+#define TU_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TU_TSAN 1
+#endif
+#endif
+#ifdef TU_TSAN
+#define TU_TSAN_ALLOW_THREADS_AFTER_FORK                                       \
+    const char *__tsan_default_options(void);                                  \
+    __attribute__((visibility("default"))) const char *__tsan_default_options( \
+        void)                                                                  \
+    {                                                                          \
+        return "die_after_fork=0";                                             \
+    }                                                                          \
+    struct tu_tsan_allow_threads_after_fork_
+#else
+#define TU_TSAN_ALLOW_THREADS_AFTER_FORK struct tu_tsan_allow_threads_after_fork_
+#endif
+
 /* Generous bound for "promptly" on a loaded 2-core machine. */
 #define TU_PROMPT (50 * CTX_MILLISECOND * TU_SLOW)
 
@@ -221,6 +245,38 @@ static inline void tu_join_within(pthread_t t, ctx_duration_t timeout)
     int e = pthread_timedjoin_np(t, NULL, &ts);
     if (e != 0)
         fail_msg("thread did not finish in time (pthread_timedjoin_np: %d)", e);
+}
+
+/* A thread that cancels ctx once told to (tu_event_set(&k->go)), for tests
+ * that cancel from another thread while a loop runs. It holds its own
+ * reference to ctx (a thread uses only contexts it holds) and drops it
+ * after the cancel. */
+typedef struct tu_canceller {
+    ctx_t *ctx;
+    tu_event_t go;
+    pthread_t t;
+} tu_canceller_t;
+
+static inline void *tu_canceller_main_(void *arg)
+{
+    tu_canceller_t *k = arg;
+    assert_true(tu_event_wait(&k->go, 30 * CTX_SECOND));
+    ctx_cancel(k->ctx);
+    ctx_release(k->ctx);
+    return NULL;
+}
+
+static inline void tu_canceller_start(tu_canceller_t *k, ctx_t *ctx)
+{
+    k->ctx = ctx_retain(ctx);
+    tu_event_init(&k->go);
+    k->t = tu_spawn(tu_canceller_main_, k);
+}
+
+static inline void tu_canceller_join(tu_canceller_t *k)
+{
+    tu_join_within(k->t, 30 * CTX_SECOND);
+    tu_event_destroy(&k->go);
 }
 #endif /* TU_SYNC_HELPERS */
 

@@ -17,22 +17,8 @@
 #endif
 #include <unistd.h>
 
-/* ThreadSanitizer refuses new threads in the child of a multi-threaded
- * process unless told otherwise: the timer thread must start there. */
-#if defined(__SANITIZE_THREAD__)
-#define TU_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define TU_TSAN 1
-#endif
-#endif
-#ifdef TU_TSAN
-const char *__tsan_default_options(void);
-__attribute__((visibility("default"))) const char *__tsan_default_options(void)
-{
-    return "die_after_fork=0";
-}
-#endif
+/* The forked children start the timer thread. */
+TU_TSAN_ALLOW_THREADS_AFTER_FORK;
 
 #define LATE (250 * CTX_MILLISECOND * TU_SLOW)
 

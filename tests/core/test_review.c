@@ -19,22 +19,8 @@
 
 #define MS CTX_MILLISECOND
 
-/* ThreadSanitizer refuses new threads in the child of a multi-threaded
- * process unless told otherwise (as in test_fork.c). */
-#if defined(__SANITIZE_THREAD__)
-#define TU_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define TU_TSAN 1
-#endif
-#endif
-#ifdef TU_TSAN
-const char *__tsan_default_options(void);
-__attribute__((visibility("default"))) const char *__tsan_default_options(void)
-{
-    return "die_after_fork=0";
-}
-#endif
+/* The forked children start the timer thread. */
+TU_TSAN_ALLOW_THREADS_AFTER_FORK;
 
 /* The program's own handlers for SIGUSR1/2 (the signal contexts restore
  * them); a forked child that inherits them exits normally on a signal. */

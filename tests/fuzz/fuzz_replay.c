@@ -1,9 +1,15 @@
-/* A main() for the propagation fuzz targets without libFuzzer: runs every
- * file in the directories (or files) named on the command line (or in
- * $CTX_FUZZ_CORPUS) through
- * LLVMFuzzerTestOneInput once. The fuzz_replay_* tests run the committed
- * corpus this way in every build configuration (gcc, ASan, TSan); it also
- * replays a crash file. */
+/* A main() for a fuzz target without libFuzzer: runs every file in the
+ * directories (or files) named on the command line (or in
+ * $CTX_FUZZ_CORPUS) through LLVMFuzzerTestOneInput once, each from an
+ * exact-size copy so that a read past the input is caught. The
+ * fuzz_replay_* tests (the propagation parsers) and rel_fuzz_replay (the
+ * core's model-based harness) run their committed corpus this way in every
+ * build configuration (gcc, ASan, TSan, i386); it also replays a crash
+ * file. */
+/* 64-bit inode numbers and sizes on 32-bit ABIs too: without it readdir()
+ * and stat() fail with EOVERFLOW on file systems with large inode numbers
+ * (seen in the i386 build of make test). */
+#define _FILE_OFFSET_BITS 64
 #include <dirent.h>
 #include <stdint.h>
 #include <stdio.h>

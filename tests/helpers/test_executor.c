@@ -9,23 +9,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-/* ThreadSanitizer refuses new threads in the child of a multi-threaded
- * process unless told otherwise (as in test_fork.c): the forked child's
- * pool must start a worker. */
-#if defined(__SANITIZE_THREAD__)
-#define TU_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define TU_TSAN 1
-#endif
-#endif
-#ifdef TU_TSAN
-const char *__tsan_default_options(void);
-__attribute__((visibility("default"))) const char *__tsan_default_options(void)
-{
-    return "die_after_fork=0";
-}
-#endif
+/* The forked child's pool must start a worker. */
+TU_TSAN_ALLOW_THREADS_AFTER_FORK;
 
 struct job {
     ctx_task_t task; /* first member */

@@ -1,5 +1,5 @@
-/* Model-based fuzz harness (libFuzzer entry point; fuzz_replay_main.c gives
- * it a plain main()).
+/* Model-based fuzz harness (libFuzzer entry point; tests/fuzz/fuzz_replay.c
+ * gives it a plain main()).
  *
  * The input is read as a sequence of operations on a small tree: derive each
  * kind (cancel, deadline far or past, short real timeouts, huge timeouts,

@@ -69,43 +69,21 @@ static int teardown(void **state)
     return tu_count_teardown(state);
 }
 
-struct canceller {
-    ctx_t *ctx;
-    tu_event_t go;
-    pthread_t t;
-};
-
-static void *cancel_main(void *arg)
-{
-    struct canceller *k = arg;
-    assert_true(tu_event_wait(&k->go, 30 * CTX_SECOND));
-    ctx_cancel(k->ctx);
-    ctx_release(k->ctx); /* its own reference: see start_canceller */
-    return NULL;
-}
-
 static void on_go(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    tu_event_set(&((struct canceller *)arg)->go);
+    tu_event_set(&((tu_canceller_t *)arg)->go);
 }
 
 /* The canceller starts once the base is running. */
-static void start_canceller(struct canceller *k, ctx_t *ctx)
+static void start_canceller(tu_canceller_t *k, ctx_t *ctx)
 {
-    k->ctx = ctx_retain(ctx); /* a thread uses only contexts it holds */
-    tu_event_init(&k->go);
-    k->t = tu_spawn(cancel_main, k);
+    tu_canceller_start(k, ctx);
     struct timeval zero = {0, 0};
     assert_int_equal(event_base_once(base, -1, EV_TIMEOUT, on_go, k, &zero), 0);
 }
 
-static void join_canceller(struct canceller *k)
-{
-    tu_join_within(k->t, 30 * CTX_SECOND);
-    tu_event_destroy(&k->go);
-}
 
 /* ---- tests ---------------------------------------------------------------- */
 
@@ -163,10 +141,10 @@ static void test_cancel_other_thread(void **state)
     ctx_t *c = ctx_with_cancel(ctx_background());
     assert_int_equal(ctx_event_watch(ce, &r.w, c, on_done), 0);
     ctx_release(c); /* the watch keeps it alive */
-    struct canceller k;
+    tu_canceller_t k;
     start_canceller(&k, c);
     assert_int_equal(event_base_dispatch(base), 1); /* ran out of events */
-    join_canceller(&k);
+    tu_canceller_join(&k);
     assert_int_equal(r.runs, 1);
     assert_int_equal(r.err, CTX_CANCELED);
     assert_false(r.wrong_thread);
@@ -243,12 +221,12 @@ static void test_many(void **state)
         ctx_release(c);
     }
     assert_int_equal(tu_open_fds(), fds);
-    struct canceller k;
+    tu_canceller_t k;
     start_canceller(&k, root);
     ctx_time_t t0 = ctx_now();
     assert_int_equal(event_base_dispatch(base), 1); /* ran out of events */
     ctx_duration_t took = ctx_now() - t0;
-    join_canceller(&k);
+    tu_canceller_join(&k);
     print_message("event: 100000 callbacks in %.1f ms\n", (double)took / MS);
     assert_int_equal(total_runs, N);
     for (int i = 0; i < N; i++) {

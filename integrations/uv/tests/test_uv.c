@@ -83,43 +83,15 @@ static int teardown(void **state)
     return tu_count_teardown(state);
 }
 
-struct canceller {
-    ctx_t *ctx;
-    tu_event_t go;
-    pthread_t t;
-};
-
-static void *cancel_main(void *arg)
-{
-    struct canceller *k = arg;
-    assert_true(tu_event_wait(&k->go, 30 * CTX_SECOND));
-    ctx_cancel(k->ctx);
-    ctx_release(k->ctx); /* its own reference: see start_canceller */
-    return NULL;
-}
-
-static void start_canceller(struct canceller *k, ctx_t *ctx)
-{
-    k->ctx = ctx_retain(ctx); /* a thread uses only contexts it holds */
-    tu_event_init(&k->go);
-    k->t = tu_spawn(cancel_main, k);
-}
-
-static void join_canceller(struct canceller *k)
-{
-    tu_join_within(k->t, 30 * CTX_SECOND);
-    tu_event_destroy(&k->go);
-}
-
 /* A 0 ms timer, to release the canceller once the loop is running. */
 static void on_go_timer(uv_timer_t *t)
 {
-    struct canceller *k = t->data;
+    tu_canceller_t *k = t->data;
     tu_event_set(&k->go);
     uv_close((uv_handle_t *)t, NULL);
 }
 
-static void go_when_running(uv_timer_t *t, struct canceller *k)
+static void go_when_running(uv_timer_t *t, tu_canceller_t *k)
 {
     assert_int_equal(uv_timer_init(&loop, t), 0);
     t->data = k;
@@ -182,12 +154,12 @@ static void test_cancel_other_thread(void **state)
     ctx_t *c = ctx_with_cancel(ctx_background());
     assert_int_equal(ctx_uv_watch(&cu, &r.w, c, on_done), 0);
     ctx_release(c); /* the watch keeps it alive */
-    struct canceller k;
-    start_canceller(&k, c);
+    tu_canceller_t k;
+    tu_canceller_start(&k, c);
     uv_timer_t t;
     go_when_running(&t, &k);
     assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
-    join_canceller(&k);
+    tu_canceller_join(&k);
     assert_int_equal(r.runs, 1);
     assert_int_equal(r.err, CTX_CANCELED);
     assert_false(r.wrong_thread);
@@ -274,14 +246,14 @@ static void test_many(void **state)
         ctx_release(c);
     }
     assert_int_equal(tu_open_fds(), fds);
-    struct canceller k;
-    start_canceller(&k, root);
+    tu_canceller_t k;
+    tu_canceller_start(&k, root);
     uv_timer_t t;
     go_when_running(&t, &k);
     ctx_time_t t0 = ctx_now();
     assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
     ctx_duration_t took = ctx_now() - t0;
-    join_canceller(&k);
+    tu_canceller_join(&k);
     print_message("uv: 100000 callbacks in %.1f ms\n", (double)took / MS);
     assert_int_equal(total_runs, N);
     for (int i = 0; i < N; i++) {
@@ -323,8 +295,8 @@ static void test_unwatch_races_cancel(void **state)
         assert_int_equal(ctx_uv_watch(&cu, &rc.r[i].w, c, on_done), 0);
         ctx_release(c);
     }
-    struct canceller k;
-    start_canceller(&k, root);
+    tu_canceller_t k;
+    tu_canceller_start(&k, root);
     tu_event_set(&k.go);
     uv_timer_t t;
     assert_int_equal(uv_timer_init(&loop, &t), 0);
@@ -337,7 +309,7 @@ static void test_unwatch_races_cancel(void **state)
         uv_run(&loop, UV_RUN_ONCE);
     }
     assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
-    join_canceller(&k);
+    tu_canceller_join(&k);
     for (int i = 0; i < 256; i++)
         if (rc.prevented[i] == (rc.r[i].runs == 1) || rc.r[i].runs > 1)
             fail_msg("watch %d: unwatch %d, runs %d", i, rc.prevented[i],

@@ -24,5 +24,5 @@ echo "| workload | raw median | libctx median | ratio | target | met? |"
 echo "|---|---|---|---|---|---|"
 "$prog" "$(cat "$dir/conninfo")" "$rounds"; rc=$?
 echo
-echo "$rounds interleaved rounds of 4000 queries each (median of per-query means); 100 cancels, each 20 ms into the query. Reproduce: \`cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DCTX_BUILD_BENCH=ON && cmake --build build-bench --target bench_pq && bash bench/integrations/pq.sh build-bench\`"
+echo "$((rounds * 8)) pairs of rounds of 1000 queries each, the order alternating (per-query means; the ratio is the median of the pairs' ratios); 100 cancels each way, interleaved, each 20 ms into the query. The cancel-to-return time is mostly the server's: the postmaster forks a child to serve each cancel request, which signals the backend; the raw column is that floor. Reproduce: \`cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DCTX_BUILD_BENCH=ON && cmake --build build-bench --target bench_pq && bash bench/integrations/pq.sh build-bench\`"
 [ $rc = 0 ] || exit 1

@@ -629,7 +629,8 @@ static void test_thread_exit(void **state)
     pthread_t t = tu_spawn(thread_perform, &rc);
     tu_join_within(t, 10 * CTX_SECOND);
     assert_int_equal(rc, CURLE_OK);
-    assert_int_equal(tu_open_fds(), fds);
+    /* The loopback server closes its side once it sees the client's. */
+    assert_int_equal(tu_settled_fds(fds), fds);
 }
 
 /* ---- the multi layer ---------------------------------------------------------- */

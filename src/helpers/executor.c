@@ -4,6 +4,7 @@
 #include "executor_int.h"
 
 #include "platform.h"
+#include "ctx_testing.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -79,6 +80,17 @@ static void *worker_main(void *unused)
     pthread_mutex_unlock(&mu);
     return NULL;
 }
+
+#ifdef CTX_DEBUG
+/* Test hook (ctx_testing.h): workers started and not yet leaving. */
+long ctx__executor_workers(void)
+{
+    pthread_mutex_lock(&mu);
+    long n = (long)workers;
+    pthread_mutex_unlock(&mu);
+    return n;
+}
+#endif
 
 CTX_API int ctx_executor_submit(ctx_task_t *task)
 {

@@ -24,6 +24,8 @@ long ctx__live_contexts(void);
 long ctx__live_afters(void);
 /* Sets a context's reference count, to provoke the overflow check. */
 void ctx__debug_set_refs(struct ctx *c, unsigned refs);
+/* The shared executor's workers, started and not yet leaving. */
+long ctx__executor_workers(void);
 #endif
 
 #endif

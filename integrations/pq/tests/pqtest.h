@@ -44,6 +44,18 @@ static void tp_read_file(const char *path, char *buf, size_t size)
         fail_msg("%s is empty", path);
 }
 
+/* The grace of most tests: 3 x the default (a cancel must be served well
+ * within it on a loaded machine), 5 times that when PQcancel() on the
+ * executor's lanes is forced (each blocks until the postmaster's child
+ * exits). */
+static void tp_set_default_grace(void)
+{
+    tp_grace = 3 * (ctx_duration_t)CTX_PQ_GRACE_MS * MS * TU_SLOW;
+    if (getenv("CTX_PQ_FORCE_PQCANCEL") != NULL)
+        tp_grace *= 5;
+    ctx_pq_set_grace(tp_grace);
+}
+
 static void tp_load_conninfo(void)
 {
     const char *f = getenv("CTX_PQ_CONNINFO_FILE");
@@ -51,10 +63,7 @@ static void tp_load_conninfo(void)
         fail_msg("CTX_PQ_CONNINFO_FILE is not set: run through ctest, whose "
                  "pq_server fixture starts the server");
     tp_read_file(f, tp_conninfo, sizeof tp_conninfo);
-    tp_grace = 3 * (ctx_duration_t)CTX_PQ_GRACE_MS * MS * TU_SLOW;
-    if (getenv("CTX_PQ_FORCE_PQCANCEL") != NULL)
-        tp_grace *= 5;
-    ctx_pq_set_grace(tp_grace);
+    tp_set_default_grace();
 }
 
 static PGconn *tp_plain(const char *conninfo)
@@ -175,11 +184,23 @@ static void tp_warm_up(void)
 static int tp_setup(void **state)
 {
     (void)state;
+    if (tp_grace != 0)
+        tp_set_default_grace();
     /* Executor workers of an earlier test may still be leaving: wait until
-     * the thread count holds still for longer than their idle time. */
-    ctx_time_t end = ctx_now() + 10 * CTX_SECOND, still = ctx_now();
+     * none is left (they leave after 500 ms without work), then until the
+     * thread count holds still for a moment (a worker that has counted
+     * itself out may not have exited yet). */
+    ctx_time_t end = ctx_now() + 10 * CTX_SECOND * TU_SLOW;
+#ifdef CTX_DEBUG
+    while (ctx__executor_workers() != 0 && ctx_now() < end)
+        tu_sleep(5 * MS);
+    const ctx_duration_t window = 50 * MS * TU_SLOW;
+#else
+    const ctx_duration_t window = 700 * MS; /* longer than the idle time */
+#endif
+    ctx_time_t still = ctx_now();
     int n = tu_threads();
-    while (ctx_now() < end && ctx_now() - still < 700 * MS) {
+    while (ctx_now() < end && ctx_now() - still < window) {
         tu_sleep(10 * MS);
         int m = tu_threads();
         if (m != n) {

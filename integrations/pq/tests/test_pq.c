@@ -359,6 +359,10 @@ static void test_connect_silent(void **state)
 static void test_stopped_backend(void **state)
 {
     (void)state;
+    /* The grace runs out by design here: a short one keeps the suite
+     * short (tp_setup restores the default for the next test). */
+    tp_grace = 500 * MS * TU_SLOW;
+    ctx_pq_set_grace(tp_grace);
     PGconn *c = connect_ok();
     int pid = PQbackendPID(c);
     ctx_t *ctx = ctx_with_cancel(ctx_background());

@@ -19,6 +19,11 @@ configs=(
   "tsan|-DCMAKE_BUILD_TYPE=RelWithDebInfo -DCTX_SANITIZE=thread -DCTX_DEBUG_CHECKS=ON"
   "fallback|-DCMAKE_BUILD_TYPE=RelWithDebInfo -DCTX_USE_FUTEX=OFF -DCTX_DEBUG_CHECKS=ON"
 )
+# Seconds each part took, printed at the end (the budget is 15 minutes).
+times=()
+lap=$(date +%s)
+took() { local now; now=$(date +%s); times+=("$1 $((now - lap)) s"); lap=$now; }
+
 for c in "${configs[@]}"; do
   name=${c%%|*}; opts=${c#*|}
   dir=build-test-$name
@@ -36,15 +41,18 @@ for c in "${configs[@]}"; do
   if ! (cd "$dir" && ctest --output-on-failure -j"$jobs"); then
     failed+=("$name:ctest")
   fi
+  took "$name"
 done
 
 for step in scripts/test.d/*.sh; do
   [ -e "$step" ] || continue
   echo "=== $(basename "$step")"
   bash "$step" || failed+=("$(basename "$step")")
+  took "$(basename "$step" .sh)"
 done
 
 echo "=== make test took $(( $(date +%s) - start )) s"
+printf '    %s\n' "${times[@]}"
 if [ ${#failed[@]} -gt 0 ]; then
   echo "make test: FAILED: ${failed[*]}"
   echo "0 passed, ${#failed[@]} failed"

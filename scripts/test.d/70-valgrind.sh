@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# make test, extra step: the unit suite (and the fuzz corpus replay) under
-# valgrind memcheck: no error, no leak (definite, indirect or possible), else
-# the test fails. Tests run through CMAKE_CROSSCOMPILING_EMULATOR, so ctest
-# keeps its timeouts; TU_SLOW widens the unit tests' timing tolerances.
+# make test, extra step: the unit suite (and the fuzz corpus replay and the
+# event-loop adapters) under valgrind memcheck: no error, no leak (definite,
+# indirect or possible), else the test fails. Tests run through
+# CMAKE_CROSSCOMPILING_EMULATOR, so ctest keeps its timeouts; TU_SLOW widens the unit tests' timing tolerances.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 dir=build-test-valgrind
@@ -40,6 +40,11 @@ rc=0
 rm -f "$CTX_MEMCHECK_ERRORS"
 ctest "${args[@]}" || rc=1
 ctest -R '^rel_fuzz_replay$' --output-on-failure || rc=1
+# The event-loop adapters against their real loops (libuv, libevent, GLib):
+# 100,000 watches and a clean teardown, about 15 s in all. The other
+# integrations' suites take minutes each under memcheck; they run under
+# ASan (leak check on) in every make test.
+ctest -R '^test_(uv|event|glib)$' --output-on-failure || rc=1
 if [ -s "$CTX_MEMCHECK_ERRORS" ]; then
   cat "$CTX_MEMCHECK_ERRORS"
   echo "valgrind: memcheck found errors (see above)"

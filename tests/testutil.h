@@ -34,7 +34,8 @@
 /* A test whose forked children start threads (the timer thread, the
  * executor's workers) puts TU_TSAN_ALLOW_THREADS_AFTER_FORK; at file scope:
  * ThreadSanitizer otherwise refuses new threads in the child of a
- * multi-threaded process. Expands to nothing in other builds. */
+ * multi-threaded process. In other builds it expands to an empty struct
+ * declaration, so the `;` after it stays legal at file scope. */
 #if defined(__SANITIZE_THREAD__)
 #define TU_TSAN 1
 #elif defined(__has_feature)

@@ -2,7 +2,8 @@
 # make test, extra step: the unit suite (and the fuzz corpus replay and the
 # event-loop adapters) under valgrind memcheck: no error, no leak (definite,
 # indirect or possible), else the test fails. Tests run through
-# CMAKE_CROSSCOMPILING_EMULATOR, so ctest keeps its timeouts; TU_SLOW widens the unit tests' timing tolerances.
+# CMAKE_CROSSCOMPILING_EMULATOR, so ctest keeps its timeouts; TU_SLOW widens
+# the unit tests' timing tolerances.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 dir=build-test-valgrind

@@ -447,8 +447,9 @@ static void test_is_never_done(void **state)
     ctx_release(c);
 }
 
-/* The last release keeps the caller's errno, also when it closes a done
- * fd or runs a value destructor that sets errno. */
+/* The last release keeps the caller's errno when it runs a value
+ * destructor that sets errno (the case that fails if release stops saving
+ * it), and when it closes a done fd on the way. */
 static void destroy_setting_errno(void *v)
 {
     (void)v;

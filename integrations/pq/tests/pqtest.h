@@ -184,8 +184,7 @@ static void tp_warm_up(void)
 static int tp_setup(void **state)
 {
     (void)state;
-    if (tp_grace != 0)
-        tp_set_default_grace();
+    tp_set_default_grace(); /* a test may have shortened it */
     /* Executor workers of an earlier test may still be leaving: wait until
      * none is left (they leave after 500 ms without work), then until the
      * thread count holds still for a moment (a worker that has counted

@@ -41,8 +41,7 @@ static int group_setup(void **state)
     postmaster = (pid_t)strtol(buf, NULL, 10);
     assert_true(postmaster > 1);
     tp_warm_up();
-    tp_grace = 3 * (ctx_duration_t)CTX_PQ_GRACE_MS * MS * TU_SLOW;
-    ctx_pq_set_grace(tp_grace);
+    tp_set_default_grace();
     admin = tp_plain(ci);
     return 0;
 }
